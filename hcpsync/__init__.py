@@ -1,0 +1,29 @@
+"""hcpsync: async, resumable, checksum-verified bulk downloads of HCP data on S3."""
+
+from .api import Mirror, SubjectMirror, plan, plan_sync, pull, pull_sync, run_sync
+from .config import TransferConfig
+from .errors import HcpsyncError
+from .models import Plan, PlannedObject, PullReport, Selection
+from .progress import ProgressEvent
+from .storage import StorageOptions
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "HcpsyncError",
+    "Mirror",
+    "Plan",
+    "PlannedObject",
+    "ProgressEvent",
+    "PullReport",
+    "Selection",
+    "StorageOptions",
+    "SubjectMirror",
+    "TransferConfig",
+    "__version__",
+    "plan",
+    "plan_sync",
+    "pull",
+    "pull_sync",
+    "run_sync",
+]

@@ -1,0 +1,262 @@
+"""The library API: ``await plan(...)``, ``await pull(...)``, their blocking twins, and Mirror.
+
+Example::
+
+    import hcpsync
+    sel = hcpsync.Selection(subjects=["100307"], release="HCP_1200",
+                            paths=["MNINonLinear/Results/tfMRI_MOTOR_LR"])
+    report = await hcpsync.pull(sel, "/data/hcp", profile="hcp")
+    # or, in a script or a notebook cell:
+    report = hcpsync.pull_sync(sel, "/data/hcp", profile="hcp")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .config import TransferConfig
+from .errors import DestinationError, HcpsyncError, ObjectChangedError, VerificationError
+from .models import DEFAULT_BUCKET, DEFAULT_RELEASE, Failure, Plan, PlannedObject, PullReport, Selection
+from .planner import build_plan
+from .progress import Progress, ProgressCallback
+from .storage import S3Storage, StorageOptions
+from .transfer import PoolResult, TransferObserver, TransferPool
+
+T = TypeVar("T")
+
+#: extra rounds for objects that changed on the server mid-pull or failed verification
+_REFETCH_ROUNDS = 2
+
+
+def _storage_options(
+    storage: StorageOptions | None, endpoint_url: str | None, profile: str | None, region: str | None,
+    no_sign_request: bool,
+) -> StorageOptions:
+    if storage is not None:
+        return storage
+    return StorageOptions(endpoint_url=endpoint_url, profile=profile, region=region, no_sign_request=no_sign_request)
+
+
+async def plan(
+    selection: Selection,
+    *,
+    config: TransferConfig | None = None,
+    storage: StorageOptions | None = None,
+    endpoint_url: str | None = None,
+    profile: str | None = None,
+    region: str | None = None,
+    no_sign_request: bool = False,
+) -> Plan:
+    """List what ``selection`` covers: every object with key, size, ETag and local path."""
+    opts = _storage_options(storage, endpoint_url, profile, region, no_sign_request)
+    async with S3Storage(opts, config or TransferConfig()) as s3:
+        return await build_plan(s3, selection)
+
+
+def prepare_dest(dest: str | os.PathLike[str]) -> Path:
+    """Create ``dest`` if needed and check it is a writable folder."""
+    path = Path(dest).expanduser()
+    if path.exists() and not path.is_dir():
+        raise DestinationError(f"destination {path} exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DestinationError(f"cannot create destination {path}: {exc.strerror}") from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise DestinationError(f"destination {path} is not writable")
+    return path
+
+
+async def pull(
+    selection: Selection | Plan,
+    dest: str | os.PathLike[str],
+    *,
+    config: TransferConfig | None = None,
+    storage: StorageOptions | None = None,
+    endpoint_url: str | None = None,
+    profile: str | None = None,
+    region: str | None = None,
+    no_sign_request: bool = False,
+    progress: ProgressCallback | None = None,
+    observer: TransferObserver | None = None,
+) -> PullReport:
+    """Download a selection (or a ready plan) to ``dest``; returns a :class:`PullReport`.
+
+    Per-object failures are collected in the report, not raised.  Raises
+    :class:`~hcpsync.errors.HcpsyncError` for what stops the whole run (bad selection,
+    no credentials, disk full...).  Cancelling the task closes every connection and file.
+    """
+    cfg = config or TransferConfig()
+    opts = _storage_options(storage, endpoint_url, profile, region, no_sign_request)
+    root = prepare_dest(dest)
+    t0 = time.monotonic()
+    async with S3Storage(opts, cfg) as s3:
+        the_plan = selection if isinstance(selection, Plan) else await build_plan(s3, selection)
+        prog = Progress(progress)
+        prog.start(len(the_plan.objects), the_plan.total_bytes)
+        pool_result, notes = await _run_rounds(s3, the_plan, root, cfg, prog, observer or TransferObserver())
+        prog.finish()
+        requests = s3.stats.requests
+    if pool_result.fatal is not None:
+        raise pool_result.fatal
+    failed = [Failure(r.key, r.reason) for r in the_plan.rejected] + pool_result.failed()
+    return PullReport(
+        planned_files=len(the_plan.objects),
+        planned_bytes=the_plan.total_bytes,
+        transferred_files=pool_result.transferred_files,
+        transferred_bytes=pool_result.transferred_bytes,
+        skipped_files=pool_result.skipped_files,
+        skipped_bytes=pool_result.skipped_bytes,
+        failed=tuple(failed),
+        elapsed=time.monotonic() - t0,
+        retries=pool_result.retries,
+        requests=requests,
+        notes=tuple(list(the_plan.notes) + notes),
+    )
+
+
+async def _run_rounds(
+    s3: S3Storage, the_plan: Plan, root: Path, cfg: TransferConfig, prog: Progress, observer: TransferObserver
+) -> tuple[PoolResult, list[str]]:
+    """Run the pool; objects that changed mid-pull or failed their checksum get more rounds."""
+    bucket = the_plan.selection.bucket
+    objects: Sequence[PlannedObject] = _schedule(the_plan.objects, cfg)
+    total = PoolResult()
+    notes: list[str] = []
+    for round_no in range(_REFETCH_ROUNDS + 1):
+        pool = TransferPool(s3, bucket, root, cfg, prog, observer)
+        res = await pool.run(objects)
+        total.transferred_files += res.transferred_files
+        total.transferred_bytes += res.transferred_bytes
+        total.skipped_files += res.skipped_files
+        total.skipped_bytes += res.skipped_bytes
+        total.retries += res.retries
+        total.fatal = res.fatal
+        again: list[PlannedObject] = []
+        for obj, err in res.failures:
+            if round_no < _REFETCH_ROUNDS and res.fatal is None and isinstance(err, ObjectChangedError):
+                try:
+                    info = await s3.head(bucket, obj.key)
+                except HcpsyncError as head_err:
+                    total.failures.append((obj, head_err))
+                    continue
+                notes.append(f"{obj.key} changed on the server during the pull; fetched again")
+                prog.files_failed -= 1
+                again.append(PlannedObject(obj.key, info.size, info.etag, obj.relpath))
+            elif round_no < _REFETCH_ROUNDS and res.fatal is None and isinstance(err, VerificationError):
+                notes.append(f"{obj.key} failed verification ({err}); fetched again")
+                prog.files_failed -= 1
+                again.append(obj)
+            else:
+                total.failures.append((obj, err))
+        if not again or res.fatal is not None:
+            break
+        objects = again
+    return total, notes
+
+
+def _schedule(objects: Sequence[PlannedObject], cfg: TransferConfig) -> list[PlannedObject]:
+    """Large (ranged) files first, largest first, so their long tails overlap the small files."""
+    big = sorted((o for o in objects if o.size > cfg.multipart_threshold), key=lambda o: -o.size)
+    small = [o for o in objects if o.size <= cfg.multipart_threshold]
+    return big + small
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion from blocking code, even when an event loop is already
+    running in this thread (a Jupyter cell): then it runs on a fresh loop in a helper thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="hcpsync-sync", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]  # type: ignore[no-any-return]
+
+
+def plan_sync(selection: Selection, **kwargs: Any) -> Plan:
+    """Blocking twin of :func:`plan`."""
+    return run_sync(plan(selection, **kwargs))
+
+
+def pull_sync(selection: Selection | Plan, dest: str | os.PathLike[str], **kwargs: Any) -> PullReport:
+    """Blocking twin of :func:`pull`."""
+    return run_sync(pull(selection, dest, **kwargs))
+
+
+class Mirror:
+    """A local mirror of an S3 release, in the spirit of pyxnat's ``S3Mirror``::
+
+        mirror = Mirror("/data/hcp", profile="hcp")
+        paths = mirror.subject("100307").files("MNINonLinear/Results/tfMRI_MOTOR_LR")
+
+    ``files`` returns local paths, downloading only what is missing or incomplete.
+    """
+
+    def __init__(
+        self,
+        dest: str | os.PathLike[str],
+        *,
+        bucket: str = DEFAULT_BUCKET,
+        release: str = DEFAULT_RELEASE,
+        config: TransferConfig | None = None,
+        storage: StorageOptions | None = None,
+        endpoint_url: str | None = None,
+        profile: str | None = None,
+        region: str | None = None,
+        no_sign_request: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        self.dest = Path(dest)
+        self.bucket = bucket
+        self.release = release
+        self.config = config or TransferConfig()
+        self.storage = _storage_options(storage, endpoint_url, profile, region, no_sign_request)
+        self.progress = progress
+        self.last_report: PullReport | None = None
+
+    def subject(self, subject: str) -> SubjectMirror:
+        return SubjectMirror(self, subject)
+
+
+class SubjectMirror:
+    def __init__(self, mirror: Mirror, subject: str) -> None:
+        self.mirror = mirror
+        self.subject = subject
+
+    async def afiles(self, *paths: str, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[Path]:
+        """Local paths of the subject's files under ``paths`` (all when none), fetching what is missing."""
+        m = self.mirror
+        sel = Selection(
+            subjects=(self.subject,), bucket=m.bucket, release=m.release, paths=tuple(paths),
+            includes=tuple(include), excludes=tuple(exclude),
+        )
+        async with S3Storage(m.storage, m.config) as s3:
+            the_plan = await build_plan(s3, sel)
+        report = await pull(the_plan, m.dest, config=m.config, storage=m.storage, progress=m.progress)
+        m.last_report = report
+        if not report.ok:
+            first = report.failed[0]
+            raise HcpsyncError(f"{len(report.failed)} file(s) could not be fetched, e.g. {first.key}: {first.reason}")
+        return [m.dest / o.relpath for o in the_plan.objects]
+
+    def files(self, *paths: str, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[Path]:
+        """Blocking twin of :meth:`afiles`."""
+        return run_sync(self.afiles(*paths, include=include, exclude=exclude))

@@ -1,0 +1,304 @@
+"""``hcpsync plan|pull|demo ...``: argument parsing, exit codes, signals, output.
+
+Exit codes: 0 all succeeded; 1 some objects failed (the rest downloaded) or the run
+stopped (disk full); 2 bad usage or input; 130 interrupted (SIGINT), 143 (SIGTERM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+from . import api
+from .config import TransferConfig, parse_rate, parse_size
+from .errors import HcpsyncError, SelectionError, UsageError
+from .models import DEFAULT_BUCKET, DEFAULT_RELEASE, Plan, PullReport, Selection
+from .progress import ProgressCallback, TqdmBar, want_bar
+from .storage import StorageOptions
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"hcpsync: error: {message} (see '{self.prog} --help')\n")
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+# -- argument groups -------------------------------------------------------------------
+
+
+def add_selection_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    g = p.add_argument_group("selection")
+    g.add_argument("--bucket", default=DEFAULT_BUCKET, help=f"S3 bucket (default {DEFAULT_BUCKET})")
+    g.add_argument("--release", default=DEFAULT_RELEASE, help=f"release key prefix: HCP_1200, HCP_Retest, q1... (default {DEFAULT_RELEASE})")
+    g.add_argument("--subject", action="append", default=[], metavar="ID", help="subject ID (repeatable)")
+    g.add_argument("--subjects-file", metavar="FILE", help="file of subject IDs, one a line ('#' comments allowed)")
+    g.add_argument("--path", action="append", default=[], metavar="P", help="path inside the subject folder, e.g. T1w or MNINonLinear/Results/tfMRI_MOTOR_LR (repeatable)")
+    g.add_argument("--include", action="append", default=[], metavar="GLOB", help="keep only keys (relative to the release) matching GLOB (repeatable)")
+    g.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="drop keys matching GLOB (repeatable)")
+    g.add_argument("--package", action="append", default=[], metavar="NAME", help="HCP package, e.g. 3T_tfMRI_MOTOR_preproc (repeatable)")
+
+
+def add_storage_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("S3 access")
+    g.add_argument("--endpoint-url", help="S3 endpoint (default: AWS, or $AWS_ENDPOINT_URL)")
+    g.add_argument("--profile", help="AWS profile holding your ConnectomeDB keys, e.g. hcp")
+    g.add_argument("--region", help="AWS region (default: from the profile, else us-east-1)")
+    g.add_argument("--no-sign-request", action="store_true", help="send anonymous requests (public buckets)")
+    g.add_argument("--request-payer", action="store_true", help="accept requester-pays charges")
+
+
+def add_transfer_args(p: argparse.ArgumentParser) -> None:
+    d = TransferConfig()
+    g = p.add_argument_group("transfer")
+    g.add_argument("--concurrency", type=int, default=d.concurrency, help=f"requests in flight across all files (default {d.concurrency})")
+    g.add_argument("--part-size", default=None, metavar="SIZE", help="byte-range size for large objects, e.g. 8MiB (default 8MiB)")
+    g.add_argument("--multipart-threshold", default=None, metavar="SIZE", help="objects above this are split into ranges (default 16MiB)")
+    g.add_argument("--max-bandwidth", default=None, metavar="RATE", help="cap across all workers, e.g. 200MB/s or 1Gbit/s")
+    g.add_argument("--retries", type=int, default=d.retries, help=f"retries per request for throttling/5xx/resets (default {d.retries})")
+    g.add_argument("--read-timeout", type=float, default=d.read_timeout, help=f"seconds without data before a connection is retried (default {d.read_timeout:g})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="hcpsync", description="Fast, resumable, verified downloads of HCP data from S3.")
+    parser.add_argument("--version", action="version", version=f"hcpsync {__import__('hcpsync').__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("plan", help="list what a selection covers (files, bytes, per subject)")
+    add_selection_args(p)
+    add_storage_args(p)
+    p.add_argument("--json", action="store_true", help="print the plan, with every object, as JSON")
+
+    p = sub.add_parser("pull", help="download a selection")
+    add_selection_args(p)
+    p.add_argument("--dest", required=True, metavar="DIR", help="local folder: keys land at DIR/<key minus release prefix>")
+    add_transfer_args(p)
+    add_storage_args(p)
+    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("demo", help="pull a synthetic HCP subject from a local S3 endpoint (no credentials needed)")
+    p.add_argument("--dest", default="hcpsync-demo", metavar="DIR", help="where to download (default ./hcpsync-demo)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+# -- building config objects from arguments --------------------------------------------
+
+
+def read_subjects_file(path: str) -> list[str]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read subjects file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"subjects file {path} is not UTF-8 text") from exc
+    out = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            out.append(line)
+    if not out:
+        raise SelectionError(f"subjects file {path} lists no subject")
+    return out
+
+
+def selection_from(args: argparse.Namespace) -> Selection:
+    subjects = list(args.subject)
+    if args.subjects_file:
+        subjects += read_subjects_file(args.subjects_file)
+    return Selection(
+        subjects=tuple(subjects), bucket=args.bucket, release=args.release, paths=tuple(args.path),
+        includes=tuple(args.include), excludes=tuple(args.exclude), packages=tuple(args.package),
+    )
+
+
+def storage_from(args: argparse.Namespace) -> StorageOptions:
+    return StorageOptions(
+        endpoint_url=args.endpoint_url, profile=args.profile, region=args.region,
+        no_sign_request=args.no_sign_request, request_payer=args.request_payer,
+    )
+
+
+def config_from(args: argparse.Namespace) -> TransferConfig:
+    d = TransferConfig()
+    part = parse_size(args.part_size, "--part-size") if args.part_size else d.part_size
+    threshold = parse_size(args.multipart_threshold, "--multipart-threshold") if args.multipart_threshold else max(d.multipart_threshold, part)
+    return TransferConfig(
+        concurrency=args.concurrency, part_size=part, multipart_threshold=threshold,
+        max_bandwidth=parse_rate(args.max_bandwidth) if args.max_bandwidth else None,
+        retries=args.retries, read_timeout=args.read_timeout,
+    )
+
+
+# -- output ------------------------------------------------------------------------------
+
+
+def print_plan(plan: Plan, out: TextIO) -> None:
+    sel = plan.selection
+    print(f"s3://{sel.bucket}/{sel.release}/: {len(plan.objects)} files, {human(plan.total_bytes)} ({plan.total_bytes} bytes)", file=out)
+    for subject, (n, b) in plan.per_subject().items():
+        print(f"  {subject}: {n} files, {human(b)}", file=out)
+    for r in plan.rejected:
+        print(f"  refused {r.key!r}: {r.reason}", file=out)
+    for note in plan.notes:
+        print(f"  note: {note}", file=out)
+
+
+def print_report(report: PullReport, out: TextIO) -> None:
+    rows = [
+        ("planned", report.planned_files, report.planned_bytes),
+        ("transferred", report.transferred_files, report.transferred_bytes),
+        ("skipped", report.skipped_files, report.skipped_bytes),
+    ]
+    for label, n, b in rows:
+        print(f"{label:<12} {n:>8} files  {human(b):>11}", file=out)
+    print(f"{'failed':<12} {len(report.failed):>8} files", file=out)
+    if report.verified_files or report.unverified_files:
+        print(f"{'verified':<12} {report.verified_files:>8} files  ({report.unverified_files} size-checked only)", file=out)
+    print(
+        f"elapsed {report.elapsed:.2f} s, mean rate {human(report.rate)}/s, "
+        f"{report.requests} requests, {report.retries} retries",
+        file=out,
+    )
+    for f in report.failed[:50]:
+        print(f"  FAILED {f.key}: {f.reason}", file=out)
+    if len(report.failed) > 50:
+        print(f"  ... and {len(report.failed) - 50} more (see --json)", file=out)
+    for note in report.notes[:20]:
+        print(f"  note: {note}", file=out)
+
+
+def progress_for(args: argparse.Namespace) -> tuple[ProgressCallback | None, TqdmBar | None]:
+    if want_bar(args.no_progress):
+        bar = TqdmBar()
+        return bar, bar
+    return None, None
+
+
+# -- commands ----------------------------------------------------------------------------
+
+
+async def cmd_plan(args: argparse.Namespace) -> int:
+    plan = await api.plan(selection_from(args), storage=storage_from(args))
+    if args.json:
+        json.dump(plan.to_json(), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print_plan(plan, sys.stdout)
+    return EXIT_OK
+
+
+async def cmd_pull(args: argparse.Namespace) -> int:
+    sel, cfg, opts = selection_from(args), config_from(args), storage_from(args)
+    callback, bar = progress_for(args)
+    try:
+        report = await api.pull(sel, args.dest, config=cfg, storage=opts, progress=callback)
+    finally:
+        if bar is not None:
+            bar.close()
+    emit_report(report, args.json)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def emit_report(report: PullReport, as_json: bool) -> None:
+    if as_json:
+        json.dump(report.to_json(), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print_report(report, sys.stdout)
+
+
+async def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    callback, bar = progress_for(args)
+    try:
+        report = await run_demo(args.dest, progress=callback, out=sys.stderr if args.json else sys.stdout)
+    finally:
+        if bar is not None:
+            bar.close()
+    emit_report(report, args.json)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
+    "plan": cmd_plan,
+    "pull": cmd_pull,
+    "demo": cmd_demo,
+}
+
+
+async def _run_with_signals(coro: Awaitable[int]) -> int:
+    """Run the command; SIGINT/SIGTERM cancel it (connections and files are closed on the way out)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(coro)
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        if not received:
+            received.append(signum)
+            task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal, sig)
+        except (NotImplementedError, RuntimeError):
+            pass
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        return EXIT_SIGINT if received[0] == signal.SIGINT else EXIT_SIGTERM
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.remove_signal_handler(sig)
+            except (NotImplementedError, RuntimeError):
+                pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = asyncio.run(_run_with_signals(COMMANDS[args.command](args)))
+    except HcpsyncError as err:
+        print(f"hcpsync: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        code = EXIT_SIGINT
+    except Exception as exc:  # never a traceback for the user; HCPSYNC_DEBUG=1 shows it
+        if os.environ.get("HCPSYNC_DEBUG"):
+            raise
+        print(f"hcpsync: internal error: {type(exc).__name__}: {exc} (set HCPSYNC_DEBUG=1 for details)", file=sys.stderr)
+        return 3
+    if code in (EXIT_SIGINT, EXIT_SIGTERM):
+        print("hcpsync: interrupted; run the same command again to resume", file=sys.stderr)
+    return code
+
+
+def entry() -> Any:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

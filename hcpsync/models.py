@@ -1,0 +1,230 @@
+"""Typed, frozen records passed between the stages (planner -> transfer -> report)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from .errors import SelectionError
+
+DEFAULT_BUCKET = "hcp-openaccess"
+DEFAULT_RELEASE = "HCP_1200"
+
+_SUBJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_RELEASE_RE = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def _clean_rel(path: str, what: str) -> str:
+    """Normalise a relative path given by the user; refuse anything that climbs out."""
+    p = path.strip().replace("\\", "/").strip("/")
+    if not p:
+        raise SelectionError(f"empty {what}")
+    if path.strip().startswith("/"):
+        raise SelectionError(f"{what} {path!r} must be relative (no leading '/')")
+    parts = [s for s in p.split("/") if s not in ("", ".")]
+    if any(s == ".." for s in parts):
+        raise SelectionError(f"{what} {path!r} must not contain '..'")
+    if any(ord(c) < 32 for c in p):
+        raise SelectionError(f"{what} {path!r} contains control characters")
+    return "/".join(parts)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What to fetch: a release prefix in a bucket, some subjects, and filters.
+
+    ``paths`` are relative to each subject folder and match at path-segment boundaries
+    (``T1w`` selects ``T1w/...`` and the key ``T1w`` itself, never ``T1w_extra/``).
+    ``includes`` / ``excludes`` are shell globs on the key relative to the release root
+    (``100307/T1w/x.nii.gz``); ``*`` also matches ``/``.  An object is selected when it matches
+    some include (or there are none) and no exclude.  ``packages`` name HCP download packages
+    (``3T_tfMRI_MOTOR_preproc``), resolved through each subject's ``.xdlm`` manifests.
+    """
+
+    subjects: tuple[str, ...]
+    bucket: str = DEFAULT_BUCKET
+    release: str = DEFAULT_RELEASE
+    paths: tuple[str, ...] = ()
+    includes: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+    packages: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.subjects, str):
+            object.__setattr__(self, "subjects", (self.subjects,))
+        for name in ("subjects", "paths", "includes", "excludes", "packages"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if not self.subjects:
+            raise SelectionError("no subject selected: give --subject ID or --subjects-file FILE")
+        for s in self.subjects:
+            if not _SUBJECT_RE.match(s):
+                raise SelectionError(f"malformed subject ID {s!r}: expected letters, digits, '_', '-', '.'")
+        # keep order, drop duplicates
+        object.__setattr__(self, "subjects", tuple(dict.fromkeys(self.subjects)))
+        if not _BUCKET_RE.match(self.bucket):
+            raise SelectionError(f"invalid bucket name {self.bucket!r}")
+        release = self.release.strip("/")
+        if not _RELEASE_RE.match(release) or ".." in release.split("/"):
+            raise SelectionError(f"invalid release {self.release!r}: expected a key prefix such as HCP_1200")
+        object.__setattr__(self, "release", release)
+        object.__setattr__(self, "paths", tuple(dict.fromkeys(_clean_rel(p, "--path") for p in self.paths)))
+        for pkg in self.packages:
+            if not pkg or "/" in pkg or ".." in pkg:
+                raise SelectionError(f"invalid package name {pkg!r}")
+
+    def subject_prefix(self, subject: str) -> str:
+        return f"{self.release}/{subject}/"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "bucket": self.bucket,
+            "release": self.release,
+            "subjects": list(self.subjects),
+            "paths": list(self.paths),
+            "includes": list(self.includes),
+            "excludes": list(self.excludes),
+            "packages": list(self.packages),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """One object as S3 lists it."""
+
+    key: str
+    size: int
+    etag: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedObject:
+    """One object to fetch, and where it goes: ``DEST/<relpath>``."""
+
+    key: str
+    size: int
+    etag: str
+    relpath: str
+
+    @property
+    def subject(self) -> str:
+        return self.relpath.split("/", 1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A listed key the plan refuses (unsafe local path, file/folder clash...)."""
+
+    key: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    selection: Selection
+    objects: tuple[PlannedObject, ...]
+    rejected: tuple[Rejected, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(o.size for o in self.objects)
+
+    def per_subject(self) -> dict[str, tuple[int, int]]:
+        """subject -> (files, bytes), in selection order."""
+        out: dict[str, tuple[int, int]] = {s: (0, 0) for s in self.selection.subjects}
+        for o in self.objects:
+            n, b = out.get(o.subject, (0, 0))
+            out[o.subject] = (n + 1, b + o.size)
+        return out
+
+    def to_json(self, with_objects: bool = True) -> dict[str, object]:
+        doc: dict[str, object] = {
+            "selection": self.selection.to_json(),
+            "files": len(self.objects),
+            "bytes": self.total_bytes,
+            "subjects": {s: {"files": n, "bytes": b} for s, (n, b) in self.per_subject().items()},
+            "rejected": [{"key": r.key, "reason": r.reason} for r in self.rejected],
+            "notes": list(self.notes),
+        }
+        if with_objects:
+            doc["objects"] = [
+                {"key": o.key, "size": o.size, "etag": o.etag, "path": o.relpath} for o in self.objects
+            ]
+        return doc
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """The unit of work: one GET of ``[start, end)`` of one planned object.
+
+    A small object is a single part covering the whole object (``ranged`` False: one GET
+    without a Range header).
+    """
+
+    obj: PlannedObject
+    index: int
+    start: int
+    end: int
+    ranged: bool
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    key: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PullReport:
+    """What a pull did.  ``ok`` is True when no object failed."""
+
+    planned_files: int
+    planned_bytes: int
+    transferred_files: int
+    transferred_bytes: int
+    skipped_files: int
+    skipped_bytes: int
+    failed: tuple[Failure, ...]
+    elapsed: float
+    retries: int = 0
+    requests: int = 0
+    notes: tuple[str, ...] = field(default=())
+    verified_files: int = 0
+    unverified_files: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def rate(self) -> float:
+        """Mean bytes per second over the run."""
+        return self.transferred_bytes / self.elapsed if self.elapsed > 0 else 0.0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "planned": {"files": self.planned_files, "bytes": self.planned_bytes},
+            "transferred": {"files": self.transferred_files, "bytes": self.transferred_bytes},
+            "skipped": {"files": self.skipped_files, "bytes": self.skipped_bytes},
+            "failed": [{"key": f.key, "reason": f.reason} for f in self.failed],
+            "verified": self.verified_files,
+            "unverified": self.unverified_files,
+            "elapsed_seconds": round(self.elapsed, 3),
+            "mean_rate_bytes_per_second": round(self.rate, 1),
+            "requests": self.requests,
+            "retries": self.retries,
+            "notes": list(self.notes),
+        }
+
+
+def relpath_for_key(key: str, release: str) -> str:
+    """``HCP_1200/100307/T1w/x`` -> ``100307/T1w/x`` (no safety checks; see :mod:`hcpsync.paths`)."""
+    prefix = release.rstrip("/") + "/"
+    return key[len(prefix) :] if key.startswith(prefix) else str(PurePosixPath(key))

@@ -1,0 +1,108 @@
+"""Map S3 keys and manifest URIs to local paths, refusing anything that escapes DEST.
+
+Two layers of defence:
+
+* :func:`check_relpath` refuses, as text, what could never be a safe relative path:
+  ``..`` or ``.`` segments, absolute paths, empty segments, backslashes, NUL and other
+  control characters, Windows drive letters.
+* :class:`DestGuard` creates the folders a file needs and checks, with the real file
+  system, that each one resolves inside DEST: a symlink already in the destination
+  pointing elsewhere is refused, not followed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import UnsafePathError
+
+TEMP_SUFFIX = ".hcpsync-part"
+STATE_DIR = ".hcpsync"
+
+
+def check_relpath(rel: str) -> str:
+    """Return ``rel`` if it is a safe relative POSIX path, else raise :class:`UnsafePathError`."""
+    if not rel:
+        raise UnsafePathError("empty path")
+    if any(ord(c) < 32 or ord(c) == 127 for c in rel):
+        raise UnsafePathError("path contains NUL or control characters")
+    if "\\" in rel:
+        raise UnsafePathError("path contains a backslash")
+    if rel.startswith("/"):
+        raise UnsafePathError("absolute path")
+    if len(rel) >= 2 and rel[1] == ":":
+        raise UnsafePathError("path starts with a drive letter")
+    segments = rel.split("/")
+    for seg in segments:
+        if seg == "":
+            raise UnsafePathError("empty path segment ('//' or trailing '/')")
+        if seg in (".", ".."):
+            raise UnsafePathError(f"'{seg}' path segment")
+        if len(seg.encode("utf-8", "surrogatepass")) > 255:
+            raise UnsafePathError("path segment longer than 255 bytes")
+    if segments[0] == STATE_DIR:
+        raise UnsafePathError(f"path inside hcpsync's own {STATE_DIR}/ folder")
+    if segments[-1].endswith(TEMP_SUFFIX):
+        raise UnsafePathError(f"name ends with hcpsync's temporary suffix {TEMP_SUFFIX}")
+    return rel
+
+
+def temp_path_for(final: Path) -> Path:
+    """The temporary file a download is written to before its rename to ``final``."""
+    return final.with_name(final.name + TEMP_SUFFIX)
+
+
+class DestGuard:
+    """Creates folders under a destination and refuses any that resolve outside it."""
+
+    def __init__(self, dest: Path) -> None:
+        self.dest = dest
+        self.real_dest = Path(os.path.realpath(dest))
+        self._ok: set[str] = {""}
+
+    def local_path(self, rel: str) -> Path:
+        check_relpath(rel)
+        return self.dest / rel
+
+    def ensure_parent(self, rel: str) -> Path:
+        """Create the parent folders of ``DEST/rel`` and return the file's path.
+
+        Raises :class:`UnsafePathError` if a parent is a symlink leading outside DEST or a
+        file is in the way.
+        """
+        check_relpath(rel)
+        parent = rel.rpartition("/")[0]
+        if parent not in self._ok:
+            self._make(parent)
+        return self.dest / rel
+
+    def _make(self, parent: str) -> None:
+        current = ""
+        for seg in parent.split("/"):
+            current = f"{current}/{seg}" if current else seg
+            if current in self._ok:
+                continue
+            path = self.dest / current
+            try:
+                os.mkdir(path)
+            except FileExistsError:
+                pass
+            except NotADirectoryError as exc:
+                raise UnsafePathError(f"a file is in the way of folder {current}/") from exc
+            except OSError as exc:
+                raise UnsafePathError(f"cannot create folder {current}/: {exc.strerror}") from exc
+            if path.is_symlink() or not path.is_dir():
+                real = os.path.realpath(path)
+                if not path.is_dir():
+                    raise UnsafePathError(f"a file is in the way of folder {current}/")
+                if not (real == str(self.real_dest) or real.startswith(str(self.real_dest) + os.sep)):
+                    raise UnsafePathError(f"folder {current}/ is a symlink leading outside the destination")
+            self._ok.add(current)
+
+    def check_final(self, path: Path) -> None:
+        """Refuse to write where a symlink or a folder already stands at the final path."""
+        if path.is_symlink():
+            raise UnsafePathError(f"{path.name} already exists as a symlink; refusing to replace it")
+        if path.is_dir():
+            raise UnsafePathError(f"{path.name} already exists as a folder")

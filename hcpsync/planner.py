@@ -1,0 +1,154 @@
+"""Selection -> Plan: list only the prefixes the selection needs, filter, map to local paths."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from .errors import SelectionError, UnsafePathError
+from .models import ObjectInfo, Plan, PlannedObject, Rejected, Selection
+from .paths import check_relpath
+from .storage import S3Storage
+
+#: listings run at once across subjects
+LIST_CONCURRENCY = 16
+
+
+@dataclass(frozen=True)
+class _Listed:
+    subject: str
+    path: str | None  # None: the whole subject
+    objects: list[ObjectInfo]
+
+
+def minimal_paths(paths: Iterable[str]) -> tuple[str, ...]:
+    """Drop paths inside another selected path (``T1w/xfms`` when ``T1w`` is selected)."""
+    out: list[str] = []
+    for p in sorted(set(paths)):
+        if not any(p == q or p.startswith(q + "/") for q in out):
+            out.append(p)
+    return tuple(out)
+
+
+def under_path(rel_to_subject: str, path: str) -> bool:
+    """Segment-boundary match: ``T1w`` matches ``T1w`` and ``T1w/...``, never ``T1w_extra/``."""
+    return rel_to_subject == path or rel_to_subject.startswith(path + "/")
+
+
+def glob_filter(relpath: str, includes: tuple[str, ...], excludes: tuple[str, ...]) -> bool:
+    if includes and not any(fnmatchcase(relpath, g) for g in includes):
+        return False
+    return not any(fnmatchcase(relpath, g) for g in excludes)
+
+
+async def _list_all(storage: S3Storage, bucket: str, prefix: str) -> list[ObjectInfo]:
+    out: list[ObjectInfo] = []
+    async for objs, _ in storage.list_pages(bucket, prefix):
+        out.extend(objs)
+    return out
+
+
+async def _subject_exists(storage: S3Storage, bucket: str, prefix: str) -> bool:
+    async for objs, prefixes in storage.list_pages(bucket, prefix, delimiter="/"):
+        return bool(objs or prefixes)
+    return False
+
+
+async def build_plan(
+    storage: S3Storage,
+    selection: Selection,
+    restrict: dict[str, set[str]] | None = None,
+) -> Plan:
+    """List what ``selection`` needs and turn it into a :class:`Plan`.
+
+    ``restrict`` (subject -> set of release-relative paths) narrows a subject to exactly
+    those files: it is how HCP package names, resolved through manifests, select files.
+    """
+    sem = asyncio.Semaphore(LIST_CONCURRENCY)
+    paths = minimal_paths(selection.paths)
+
+    async def one(subject: str, path: str | None) -> _Listed:
+        prefix = selection.subject_prefix(subject) + (path or "")
+        async with sem:
+            objs = await _list_all(storage, selection.bucket, prefix)
+        if path is not None:
+            base = selection.subject_prefix(subject)
+            objs = [o for o in objs if under_path(o.key[len(base) :], path)]
+        return _Listed(subject, path, objs)
+
+    jobs = [one(s, p) for s in selection.subjects for p in (paths or (None,))]
+    listed = await asyncio.gather(*jobs)
+
+    # Subjects with nothing at all are errors (typos); a path missing for only some subjects is a note.
+    empty_subjects = [s for s in selection.subjects if not any(r.objects for r in listed if r.subject == s)]
+    unknown: list[str] = []
+    for s in empty_subjects:
+        if not paths or not await _subject_exists(storage, selection.bucket, selection.subject_prefix(s)):
+            unknown.append(s)
+    where = f"s3://{selection.bucket}/{selection.release}/"
+    if unknown:
+        names = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+        raise SelectionError(f"subject{'s' if len(unknown) > 1 else ''} {names} not found under {where}")
+    notes: list[str] = []
+    for p in paths:
+        missing = [r.subject for r in listed if r.path == p and not r.objects]
+        if len(missing) == len(selection.subjects):
+            raise SelectionError(f"path {p!r} matches nothing under {where}<subject>/ for the selected subjects")
+        if missing:
+            notes.append(f"path {p!r} matches nothing for subject(s) {', '.join(missing)}")
+
+    rel_prefix = selection.release + "/"
+    objects: list[PlannedObject] = []
+    rejected: list[Rejected] = []
+    seen: set[str] = set()
+    for r in listed:
+        allowed = restrict.get(r.subject) if restrict is not None else None
+        for o in r.objects:
+            if o.key in seen:
+                continue
+            seen.add(o.key)
+            rel = o.key[len(rel_prefix) :]
+            if o.key.endswith("/") and o.size == 0:
+                continue  # a "folder" marker object, as the S3 console creates
+            if allowed is not None and rel not in allowed:
+                continue
+            if not glob_filter(rel, selection.includes, selection.excludes):
+                continue
+            try:
+                check_relpath(rel)
+            except UnsafePathError as exc:
+                rejected.append(Rejected(o.key, f"unsafe key: {exc}"))
+                continue
+            objects.append(PlannedObject(o.key, o.size, o.etag, rel))
+
+    objects, clashes = _drop_clashes(objects)
+    rejected.extend(clashes)
+    if not objects and not rejected:
+        raise SelectionError(f"the selection matches no object under {where} (check --include/--exclude/--package)")
+    objects.sort(key=lambda o: o.key)
+    return Plan(selection, tuple(objects), tuple(rejected), tuple(notes))
+
+
+def _drop_clashes(objects: list[PlannedObject]) -> tuple[list[PlannedObject], list[Rejected]]:
+    """A key that is also a folder of other keys (``a/b`` and ``a/b/c``) cannot be a local file."""
+    folders: set[str] = set()
+    for o in objects:
+        rel = o.relpath
+        i = rel.rfind("/")
+        while i > 0:
+            parent = rel[:i]
+            if parent in folders:
+                break
+            folders.add(parent)
+            i = rel.rfind("/", 0, i)
+    if not any(o.relpath in folders for o in objects):
+        return objects, []
+    keep = [o for o in objects if o.relpath not in folders]
+    bad = [
+        Rejected(o.key, "key is also the folder of other keys; cannot be both a file and a folder locally")
+        for o in objects
+        if o.relpath in folders
+    ]
+    return keep, bad

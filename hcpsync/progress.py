@@ -1,0 +1,113 @@
+"""Progress reporting: a callback API and a tqdm bar built on it."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """A snapshot of a pull's progress, passed to progress callbacks."""
+
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int
+    files_failed: int
+    elapsed: float
+    last_key: str | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.bytes_done / self.elapsed if self.elapsed > 0 else 0.0
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+
+
+class Progress:
+    """Counts bytes and files, and calls ``callback`` at most every ``interval`` seconds
+    (and always when a file finishes and at the end)."""
+
+    def __init__(self, callback: ProgressCallback | None = None, interval: float = 0.1) -> None:
+        self.callback = callback
+        self.interval = interval
+        self.files_total = 0
+        self.bytes_total = 0
+        self.files_done = 0
+        self.files_failed = 0
+        self.bytes_done = 0
+        self._t0 = time.monotonic()
+        self._last = 0.0
+
+    def start(self, files_total: int, bytes_total: int) -> None:
+        self.files_total, self.bytes_total = files_total, bytes_total
+        self._t0 = time.monotonic()
+        self._emit(None, force=True)
+
+    def add_bytes(self, n: int) -> None:
+        self.bytes_done += n
+        if self.callback is not None:
+            now = time.monotonic()
+            if now - self._last >= self.interval:
+                self._last = now
+                self._emit(None)
+
+    def remove_bytes(self, n: int) -> None:
+        """Bytes counted but thrown away (a file re-fetched from scratch)."""
+        self.bytes_done -= n
+
+    def file_done(self, key: str, ok: bool = True) -> None:
+        if ok:
+            self.files_done += 1
+        else:
+            self.files_failed += 1
+        self._emit(key, force=True)
+
+    def finish(self) -> None:
+        self._emit(None, force=True)
+
+    def snapshot(self, key: str | None = None) -> ProgressEvent:
+        return ProgressEvent(
+            self.files_done, self.files_total, self.bytes_done, self.bytes_total,
+            self.files_failed, time.monotonic() - self._t0, key,
+        )
+
+    def _emit(self, key: str | None, force: bool = False) -> None:
+        if self.callback is not None:
+            self.callback(self.snapshot(key))
+
+
+class TqdmBar:
+    """A tqdm bar fed by progress events: bytes, rate, ETA, files done/total."""
+
+    def __init__(self, file: Any = None, desc: str = "pull") -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(
+            total=0, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+            file=file or sys.stderr, dynamic_ncols=True, mininterval=0.2, smoothing=0.1,
+        )
+        self._seen = 0
+
+    def __call__(self, ev: ProgressEvent) -> None:
+        bar = self._bar
+        if bar.total != ev.bytes_total:
+            bar.total = ev.bytes_total
+        delta = ev.bytes_done - self._seen
+        self._seen = ev.bytes_done
+        failed = f", {ev.files_failed} failed" if ev.files_failed else ""
+        bar.set_postfix_str(f"files {ev.files_done}/{ev.files_total}{failed}", refresh=False)
+        bar.update(delta)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def want_bar(no_progress: bool, stream: Any = None) -> bool:
+    s = stream or sys.stderr
+    return not no_progress and hasattr(s, "isatty") and s.isatty()

@@ -1,0 +1,347 @@
+"""The only module that talks to S3.
+
+:class:`S3Storage` wraps one aiobotocore client and exposes the four operations the engine
+needs: list a prefix (paginated), HEAD an object, stream a (ranged) GET with its checks,
+and fetch a small object whole.  Every botocore, aiohttp and socket exception is translated
+here into the :mod:`hcpsync.errors` hierarchy (:func:`translate`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiobotocore.session import AioSession
+from botocore import UNSIGNED
+from botocore import exceptions as bce
+from botocore.config import Config
+
+from .config import TransferConfig
+from .errors import (
+    AccessDeniedError,
+    CredentialsError,
+    EndpointError,
+    HcpsyncError,
+    NoSuchBucketError,
+    NoSuchKeyError,
+    ObjectChangedError,
+    RangeMismatchError,
+    ShortReadError,
+    StorageError,
+    ThrottledError,
+    TransientError,
+)
+from .models import ObjectInfo
+
+CREDENTIALS_HINT = (
+    "HCP data needs the AWS keys ConnectomeDB issues: store them with "
+    "'aws configure --profile hcp' and pass --profile hcp"
+)
+
+
+@dataclass(frozen=True)
+class StorageOptions:
+    """Where and how to reach S3.  Credentials come from the standard AWS chain."""
+
+    endpoint_url: str | None = None
+    profile: str | None = None
+    region: str | None = None
+    no_sign_request: bool = False
+    request_payer: bool = False
+
+    def resolved_endpoint(self) -> str | None:
+        return self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
+@dataclass
+class StorageStats:
+    """Request counters, for reports and tests."""
+
+    requests: int = 0
+    lists: int = 0
+    gets: int = 0
+    heads: int = 0
+    bytes_received: int = 0
+    by_error: dict[str, int] = field(default_factory=dict)
+
+
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+
+_THROTTLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"}
+_TRANSIENT_CODES = {
+    "InternalError",
+    "ServiceUnavailable",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "BadGateway",
+    "GatewayTimeout",
+    "503",
+    "500",
+    "502",
+    "504",
+}
+
+
+def _where(bucket: str, key: str | None) -> str:
+    return f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
+
+
+def translate(exc: BaseException, bucket: str, key: str | None = None) -> HcpsyncError:
+    """Turn any S3/transport exception into an :class:`HcpsyncError` with a one-line message."""
+    if isinstance(exc, HcpsyncError):
+        return exc
+    where = _where(bucket, key)
+    if isinstance(exc, bce.ClientError):
+        err = exc.response.get("Error", {}) or {}
+        code = str(err.get("Code", "")) or str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        msg = str(err.get("Message", "")) or code
+        if code == "NoSuchBucket":
+            return NoSuchBucketError(f"bucket {bucket!r} does not exist")
+        if code in ("NoSuchKey", "404") or (status == 404 and key):
+            return NoSuchKeyError(f"{where} does not exist (deleted since it was listed?)")
+        if code in ("AccessDenied", "403", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            what = "access denied" if code in ("AccessDenied", "403") else f"{code}"
+            return AccessDeniedError(f"{what} to {where}: {CREDENTIALS_HINT}")
+        if code in ("PreconditionFailed", "412") or status == 412:
+            return ObjectChangedError(f"{where} changed on the server during the transfer (ETag no longer matches)")
+        if code == "InvalidRange" or status == 416:
+            return ObjectChangedError(f"{where} is shorter than planned (invalid range): it changed on the server")
+        if code in _THROTTLE_CODES or (status == 503 and code in ("", "503")):
+            return ThrottledError(f"throttled by S3 ({code or status}) on {where}")
+        if code in _TRANSIENT_CODES or status >= 500:
+            return TransientError(f"server error {code or status} on {where}: {msg}")
+        return StorageError(f"{code or status} on {where}: {msg}")
+    if isinstance(exc, bce.NoCredentialsError | bce.PartialCredentialsError):
+        return CredentialsError(f"no AWS credentials found. {CREDENTIALS_HINT} (or --no-sign-request for public data)")
+    if isinstance(exc, bce.ProfileNotFound):
+        return CredentialsError(f"{exc}. {CREDENTIALS_HINT}")
+    if isinstance(exc, bce.NoRegionError):
+        return CredentialsError("no AWS region configured: pass --region us-east-1")
+    if isinstance(exc, bce.EndpointConnectionError | aiohttp.ClientConnectorError | ConnectionRefusedError):
+        url = getattr(exc, "kwargs", {}).get("endpoint_url") if isinstance(exc, bce.BotoCoreError) else None
+        return EndpointError(f"cannot connect to the S3 endpoint{f' {url}' if url else ''}: connection refused or unreachable")
+    if isinstance(exc, bce.ReadTimeoutError | bce.ConnectTimeoutError | asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return TransientError(f"timed out on {where}")
+    if isinstance(exc, bce.IncompleteReadError | aiohttp.ClientPayloadError):
+        return ShortReadError(f"connection closed before the whole body of {where} arrived")
+    if isinstance(
+        exc,
+        bce.ResponseStreamingError
+        | bce.ConnectionClosedError
+        | bce.HTTPClientError
+        | aiohttp.ClientError
+        | ConnectionError
+        | EOFError,
+    ):
+        return TransientError(f"connection error on {where}: {type(exc).__name__}")
+    if isinstance(exc, bce.BotoCoreError):
+        return StorageError(f"{type(exc).__name__} on {where}: {exc}")
+    if isinstance(exc, OSError):
+        return TransientError(f"network error on {where}: {exc.strerror or type(exc).__name__}")
+    return StorageError(f"unexpected {type(exc).__name__} on {where}")
+
+
+class Body:
+    """A GET response body being streamed.  Iterate :meth:`chunks`; counts what it yields."""
+
+    def __init__(self, raw: Any, bucket: str, key: str, length: int, stats: StorageStats) -> None:
+        self._raw = raw
+        self._bucket = bucket
+        self._key = key
+        self.length = length
+        self.received = 0
+        self._stats = stats
+
+    async def chunks(self, size: int) -> AsyncIterator[bytes]:
+        content = self._raw.content if hasattr(self._raw, "content") else None
+        try:
+            while True:
+                if content is not None:
+                    data = await content.read(size)
+                else:
+                    data = await self._raw.read(size)
+                if not data:
+                    break
+                self.received += len(data)
+                self._stats.bytes_received += len(data)
+                if self.received > self.length:
+                    raise RangeMismatchError(f"s3://{self._bucket}/{self._key}: body longer than its headers said")
+                yield data
+        except HcpsyncError:
+            raise
+        except Exception as exc:
+            raise translate(exc, self._bucket, self._key) from exc
+        if self.received < self.length:
+            raise ShortReadError(
+                f"connection closed after {self.received} of {self.length} bytes of s3://{self._bucket}/{self._key}"
+            )
+
+
+class S3Storage:
+    """One S3 client with a connection pool sized to the transfer's concurrency."""
+
+    def __init__(self, options: StorageOptions | None = None, config: TransferConfig | None = None) -> None:
+        self.options = options or StorageOptions()
+        self.config = config or TransferConfig()
+        self.stats = StorageStats()
+        self._stack: AsyncExitStack | None = None
+        self._client: Any = None
+
+    async def __aenter__(self) -> S3Storage:
+        opts = self.options
+        try:
+            session = AioSession(profile=opts.profile) if opts.profile else AioSession()
+            region = opts.region or session.get_config_variable("region") or "us-east-1"
+        except bce.BotoCoreError as exc:
+            raise translate(exc, "-") from exc
+        cfg = Config(
+            max_pool_connections=self.config.concurrency,
+            connect_timeout=self.config.connect_timeout,
+            read_timeout=self.config.read_timeout,
+            retries={"total_max_attempts": 1},  # hcpsync retries itself, resuming ranges
+            signature_version=UNSIGNED if opts.no_sign_request else None,
+            tcp_keepalive=True,
+        )
+        self._stack = AsyncExitStack()
+        try:
+            self._client = await self._stack.enter_async_context(
+                session.create_client("s3", region_name=region, endpoint_url=opts.resolved_endpoint(), config=cfg)
+            )
+        except Exception as exc:
+            await self._stack.aclose()
+            raise translate(exc, "-") from exc
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._stack is not None:
+            await self._stack.aclose()
+            self._stack = None
+            self._client = None
+
+    def _extra(self) -> dict[str, str]:
+        return {"RequestPayer": "requester"} if self.options.request_payer else {}
+
+    def _count_error(self, err: HcpsyncError) -> None:
+        name = type(err).__name__
+        self.stats.by_error[name] = self.stats.by_error.get(name, 0) + 1
+
+    async def list_pages(self, bucket: str, prefix: str, delimiter: str | None = None) -> AsyncIterator[
+        tuple[list[ObjectInfo], list[str]]
+    ]:
+        """Yield ``(objects, common_prefixes)`` one ListObjectsV2 page at a time."""
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, **self._extra()}
+            if delimiter:
+                kwargs["Delimiter"] = delimiter
+            if token:
+                kwargs["ContinuationToken"] = token
+            self.stats.requests += 1
+            self.stats.lists += 1
+            try:
+                resp = await self._client.list_objects_v2(**kwargs)
+            except Exception as exc:
+                err = translate(exc, bucket, prefix or None)
+                self._count_error(err)
+                raise err from exc
+            objs = [
+                ObjectInfo(key=o["Key"], size=int(o.get("Size", 0)), etag=str(o.get("ETag", "")).strip('"'))
+                for o in resp.get("Contents", []) or []
+            ]
+            prefixes = [p["Prefix"] for p in resp.get("CommonPrefixes", []) or []]
+            yield objs, prefixes
+            if not resp.get("IsTruncated"):
+                return
+            token = resp.get("NextContinuationToken")
+            if not token:
+                return
+
+    async def head(self, bucket: str, key: str) -> ObjectInfo:
+        self.stats.requests += 1
+        self.stats.heads += 1
+        try:
+            resp = await self._client.head_object(Bucket=bucket, Key=key, **self._extra())
+        except Exception as exc:
+            err = translate(exc, bucket, key)
+            self._count_error(err)
+            raise err from exc
+        return ObjectInfo(key=key, size=int(resp["ContentLength"]), etag=str(resp.get("ETag", "")).strip('"'))
+
+    @asynccontextmanager
+    async def get(
+        self, bucket: str, key: str, *, start: int = 0, end: int | None = None, etag: str | None = None,
+        total: int | None = None,
+    ) -> AsyncIterator[Body]:
+        """GET ``[start, end)`` of an object (the whole object when ``end`` is None and start 0).
+
+        With ``etag`` the request is pinned (If-Match): a changed object fails with
+        :class:`ObjectChangedError`.  The answer's Content-Range (ranged) or Content-Length
+        is checked against what was asked; the body is a :class:`Body` to stream.
+        """
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, **self._extra()}
+        ranged = not (start == 0 and end is None)
+        if ranged:
+            kwargs["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+        if etag:
+            kwargs["IfMatch"] = f'"{etag}"'
+        self.stats.requests += 1
+        self.stats.gets += 1
+        try:
+            resp = await self._client.get_object(**kwargs)
+        except Exception as exc:
+            err = translate(exc, bucket, key)
+            self._count_error(err)
+            raise err from exc
+        raw = resp["Body"]
+        try:
+            length = int(resp.get("ContentLength", -1))
+            if ranged:
+                self._check_range(bucket, key, resp.get("ContentRange"), start, end, total)
+                want = (end - start) if end is not None else length
+            else:
+                want = length
+                if total is not None and length != total:
+                    raise ObjectChangedError(
+                        f"s3://{bucket}/{key} is {length} bytes on the server, {total} were planned: it changed"
+                    )
+            if etag and str(resp.get("ETag", "")).strip('"') not in ("", etag):
+                raise ObjectChangedError(f"s3://{bucket}/{key} changed on the server (ETag differs)")
+            if length != want:
+                raise RangeMismatchError(f"s3://{bucket}/{key}: Content-Length {length}, expected {want}")
+            body = Body(raw, bucket, key, want, self.stats)
+            yield body
+        except HcpsyncError as err:
+            self._count_error(err)
+            raise
+        finally:
+            raw.close()
+
+    @staticmethod
+    def _check_range(bucket: str, key: str, header: str | None, start: int, end: int | None, total: int | None) -> None:
+        m = _CONTENT_RANGE.match(header or "")
+        if not m:
+            raise RangeMismatchError(f"s3://{bucket}/{key}: missing or malformed Content-Range {header!r}")
+        first, last, size = int(m.group(1)), int(m.group(2)), m.group(3)
+        if total is not None and size != "*" and int(size) != total:
+            raise ObjectChangedError(f"s3://{bucket}/{key} is {size} bytes on the server, {total} were planned")
+        if first != start or (end is not None and last != end - 1):
+            raise RangeMismatchError(
+                f"s3://{bucket}/{key}: asked for bytes {start}-{'' if end is None else end - 1}, got {first}-{last}"
+            )
+
+    async def get_bytes(self, bucket: str, key: str, limit: int = 64 * 1024 * 1024) -> bytes:
+        """Fetch a small object whole (manifests).  Refuses objects over ``limit`` bytes."""
+        async with self.get(bucket, key) as body:
+            if body.length > limit:
+                raise StorageError(f"s3://{bucket}/{key} is {body.length} bytes, over the {limit} limit")
+            buf = bytearray()
+            async for chunk in body.chunks(self.config.chunk_size):
+                buf += chunk
+            return bytes(buf)

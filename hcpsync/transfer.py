@@ -1,0 +1,349 @@
+"""The transfer pool: bounded-concurrency workers that move parts from S3 to disk.
+
+The unit of work is a :class:`~hcpsync.models.Part`: one GET of a byte range of one
+object (a small object is one part fetched without a Range header).  ``concurrency``
+workers pull parts from one lazy generator, so the bound on requests in flight is global
+across all files, and one large file's ranges run side by side.
+
+Each part streams its body in ``chunk_size`` pieces written with ``pwrite`` at their offset
+into ``<final>.hcpsync-part``, preallocated for ranged files; when every part of a file is
+in, the file is checked (size, then the observer's checks such as MD5) and renamed to its
+final path.  A failed or cancelled file never appears at its final path.
+
+Hooks for the journal and the verifier live in :class:`TransferObserver`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import os
+import random
+import stat
+from collections.abc import Generator, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import TransferConfig
+from .errors import (
+    DiskFullError,
+    HcpsyncError,
+    LocalIOError,
+    ObjectChangedError,
+    VerificationError,
+)
+from .models import Failure, Part, PlannedObject
+from .paths import DestGuard, temp_path_for
+from .progress import Progress
+from .ratelimit import RateLimiter
+from .storage import S3Storage
+
+_O_FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+class TransferObserver:
+    """Hooks around the pool; the defaults keep no state (a plain pull).
+
+    The journal overrides :meth:`resume_ranges`, :meth:`part_done`, :meth:`file_done` and
+    ``keep_partial``; the verifier overrides :meth:`wants_md5` and :meth:`check_file`.
+    """
+
+    #: keep temp files of failed/cancelled files so a later run can resume them
+    keep_partial: bool = False
+
+    def resume_ranges(self, obj: PlannedObject, temp: Path) -> list[tuple[int, int]]:
+        """Byte ranges ``[start, end)`` of ``obj`` already in ``temp`` from an earlier run."""
+        return []
+
+    def wants_md5(self, obj: PlannedObject) -> bool:
+        """Whether to hash a single-GET object's stream as it arrives."""
+        return False
+
+    async def check_file(self, obj: PlannedObject, temp: Path, streamed_md5: str | None) -> None:
+        """Called when every byte of ``obj`` is in ``temp``, before the rename.  Raise to reject."""
+
+    def part_done(self, part: Part, temp: Path) -> None:
+        """``part``'s bytes are written to ``temp``."""
+
+    def file_done(self, obj: PlannedObject, path: Path) -> None:
+        """``obj`` is complete at its final ``path``."""
+
+    def file_skipped(self, obj: PlannedObject, path: Path) -> None:
+        """``obj`` was already complete at ``path``; no request was made."""
+
+    def file_failed(self, obj: PlannedObject, error: HcpsyncError, kept_partial: bool) -> None:
+        """``obj`` failed; its temp file was kept (``kept_partial``) or removed."""
+
+    def is_complete(self, obj: PlannedObject, path: Path) -> bool:
+        """Whether ``path`` already holds ``obj``.  Default: a regular file of the planned size."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode) and st.st_size == obj.size
+
+
+@dataclass
+class PoolResult:
+    transferred_files: int = 0
+    transferred_bytes: int = 0
+    skipped_files: int = 0
+    skipped_bytes: int = 0
+    failures: list[tuple[PlannedObject, HcpsyncError]] = field(default_factory=list)
+    retries: int = 0
+    fatal: HcpsyncError | None = None
+
+    def failed(self) -> list[Failure]:
+        return [Failure(o.key, str(e)) for o, e in self.failures]
+
+
+class _FileJob:
+    __slots__ = ("error", "fd", "final", "md5", "obj", "remaining", "temp")
+
+    def __init__(self, obj: PlannedObject, final: Path, temp: Path, remaining: int) -> None:
+        self.obj = obj
+        self.final = final
+        self.temp = temp
+        self.remaining = remaining
+        self.fd: int | None = None
+        self.error: HcpsyncError | None = None
+        self.md5: Any = None
+
+
+def split_parts(obj: PlannedObject, config: TransferConfig) -> list[Part]:
+    """The parts of ``obj``: one unranged GET up to the threshold, else ``part_size`` ranges."""
+    if obj.size <= config.multipart_threshold:
+        return [Part(obj, 0, 0, obj.size, False)]
+    ps = config.part_size
+    return [Part(obj, i, start, min(start + ps, obj.size), True) for i, start in enumerate(range(0, obj.size, ps))]
+
+
+def _covered(start: int, end: int, ranges: list[tuple[int, int]]) -> bool:
+    return any(a <= start and end <= b for a, b in ranges)
+
+
+class TransferPool:
+    """Runs the parts of a set of planned objects with ``config.concurrency`` workers."""
+
+    def __init__(
+        self,
+        storage: S3Storage,
+        bucket: str,
+        dest: Path,
+        config: TransferConfig,
+        progress: Progress | None = None,
+        observer: TransferObserver | None = None,
+    ) -> None:
+        self.storage = storage
+        self.bucket = bucket
+        self.config = config
+        self.guard = DestGuard(dest)
+        self.progress = progress or Progress()
+        self.observer = observer or TransferObserver()
+        self.limiter = RateLimiter(config.max_bandwidth) if config.max_bandwidth else None
+        self.result = PoolResult()
+        self._open: dict[str, _FileJob] = {}
+        self._stop: HcpsyncError | None = None
+
+    # -- scheduling ---------------------------------------------------------------------
+
+    def _parts(self, objects: Iterable[PlannedObject]) -> Generator[tuple[_FileJob, Part | None], None, None]:
+        """Lazily expand objects into work items; ``(job, None)`` means "finish job" (no GET left)."""
+        for obj in objects:
+            if self._stop is not None:
+                return
+            started = self._start_file(obj)
+            if started is None:
+                continue
+            job, todo = started
+            if not todo:
+                yield job, None
+            for part in todo:
+                yield job, part
+
+    def _start_file(self, obj: PlannedObject) -> tuple[_FileJob, list[Part]] | None:
+        """Prepare ``obj``: skip it if complete, else open its temp file and list the parts to fetch."""
+        try:
+            final = self.guard.ensure_parent(obj.relpath)
+            self.guard.check_final(final)
+        except HcpsyncError as err:
+            self._fail_early(obj, err)
+            return None
+        if self.observer.is_complete(obj, final):
+            self.result.skipped_files += 1
+            self.result.skipped_bytes += obj.size
+            self.observer.file_skipped(obj, final)
+            self.progress.add_bytes(obj.size)
+            self.progress.file_done(obj.key)
+            return None
+        temp = temp_path_for(final)
+        parts = split_parts(obj, self.config) if obj.size else []
+        ranged = bool(parts) and parts[0].ranged
+        resume = self.observer.resume_ranges(obj, temp) if ranged else []
+        todo = [p for p in parts if not _covered(p.start, p.end, resume)] if resume else parts
+        job = _FileJob(obj, final, temp, len(todo) or 1)
+        try:
+            job.fd = os.open(temp, _O_FLAGS | (0 if resume else os.O_TRUNC), 0o644)
+            if ranged:
+                if os.fstat(job.fd).st_size != obj.size:
+                    os.ftruncate(job.fd, obj.size)
+                try:
+                    os.posix_fallocate(job.fd, 0, obj.size)
+                except OSError as exc:
+                    if exc.errno == errno.ENOSPC:
+                        raise
+        except OSError as exc:
+            self._close(job)
+            self._fail_early(obj, _local_error(exc, temp))
+            return None
+        if not ranged and self.observer.wants_md5(obj):
+            job.md5 = hashlib.md5(usedforsecurity=False)
+        self._open[obj.key] = job
+        if resume:
+            self.progress.add_bytes(obj.size - sum(p.length for p in todo))
+        return job, todo
+
+    def _fail_early(self, obj: PlannedObject, err: HcpsyncError) -> None:
+        if isinstance(err, DiskFullError):
+            self._stop = err
+        self.result.failures.append((obj, err))
+        self.observer.file_failed(obj, err, False)
+        self.progress.file_done(obj.key, ok=False)
+
+    # -- running ------------------------------------------------------------------------
+
+    async def run(self, objects: Iterable[PlannedObject]) -> PoolResult:
+        parts = self._parts(objects)
+        workers = [asyncio.ensure_future(self._worker(parts)) for _ in range(self.config.concurrency)]
+        try:
+            await asyncio.gather(*workers)
+        except BaseException:
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            self._abandon_open()
+            raise
+        finally:
+            parts.close()
+        if self._stop is not None:
+            self.result.fatal = self._stop
+            self._abandon_open()
+        return self.result
+
+    async def _worker(self, parts: Generator[tuple[_FileJob, Part | None], None, None]) -> None:
+        for job, part in parts:
+            if self._stop is not None:
+                return
+            if part is not None and job.error is None:
+                try:
+                    await self._fetch_part(job, part)
+                except HcpsyncError as err:
+                    if isinstance(err, DiskFullError):
+                        self._stop = err
+                    if job.error is None:
+                        job.error = err
+                else:
+                    self.observer.part_done(part, job.temp)
+            job.remaining -= 1
+            if job.remaining == 0:
+                await self._finish_file(job)
+
+    async def _fetch_part(self, job: _FileJob, part: Part) -> None:
+        obj, cfg = job.obj, self.config
+        written = 0
+        attempt = 0
+        fd = job.fd
+        assert fd is not None
+        while True:
+            start = part.start + written
+            end = part.end if (part.ranged or written) else None
+            try:
+                async with self.storage.get(
+                    self.bucket, obj.key, start=start, end=end, etag=obj.etag or None, total=obj.size
+                ) as body:
+                    async for chunk in body.chunks(cfg.chunk_size):
+                        if job.error is not None or self._stop is not None:
+                            return  # another part of this file failed, or the run is stopping
+                        if self.limiter is not None:
+                            await self.limiter.acquire(len(chunk))
+                        try:
+                            os.pwrite(fd, chunk, part.start + written)
+                        except OSError as exc:
+                            raise _local_error(exc, job.temp) from exc
+                        if job.md5 is not None:
+                            job.md5.update(chunk)
+                        written += len(chunk)
+                        self.result.transferred_bytes += len(chunk)
+                        self.progress.add_bytes(len(chunk))
+                return
+            except HcpsyncError as err:
+                if not err.retryable or attempt >= cfg.retries:
+                    raise
+                attempt += 1
+                self.result.retries += 1
+                await asyncio.sleep(random.uniform(0, min(cfg.backoff_max, cfg.backoff_base * 2**attempt)))
+
+    async def _finish_file(self, job: _FileJob) -> None:
+        obj = job.obj
+        err = job.error
+        if err is None:
+            try:
+                assert job.fd is not None
+                size = os.fstat(job.fd).st_size
+                if size != obj.size:
+                    raise LocalIOError(f"{obj.relpath}: temp file is {size} bytes, expected {obj.size}")
+                streamed = job.md5.hexdigest() if job.md5 is not None else None
+                await self.observer.check_file(obj, job.temp, streamed)
+                self._close(job)
+                self.guard.check_final(job.final)
+                os.replace(job.temp, job.final)
+            except HcpsyncError as e:
+                err = e
+            except OSError as exc:
+                err = _local_error(exc, job.final)
+        self._close(job)
+        self._open.pop(obj.key, None)
+        if err is None:
+            self.result.transferred_files += 1
+            self.observer.file_done(obj, job.final)
+            self.progress.file_done(obj.key)
+            return
+        keep = self.observer.keep_partial and not isinstance(err, ObjectChangedError | VerificationError)
+        if not keep:
+            _unlink(job.temp)
+        self.result.failures.append((obj, err))
+        self.observer.file_failed(obj, err, keep)
+        self.progress.file_done(obj.key, ok=False)
+
+    def _close(self, job: _FileJob) -> None:
+        if job.fd is not None:
+            try:
+                os.close(job.fd)
+            finally:
+                job.fd = None
+
+    def _abandon_open(self) -> None:
+        """Cancelled or stopped: close every open temp file (kept for resume, or removed)."""
+        for job in list(self._open.values()):
+            self._close(job)
+            if not self.observer.keep_partial:
+                _unlink(job.temp)
+        self._open.clear()
+
+
+def _local_error(exc: OSError, path: Path) -> HcpsyncError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(f"no space left on the destination's file system while writing {path.name}")
+    return LocalIOError(f"cannot write {path}: {exc.strerror or exc}")
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        pass
+
