@@ -103,6 +103,7 @@ async def pull(
         pool_result, notes = await _run_rounds(s3, the_plan, root, cfg, prog, observer or TransferObserver())
         prog.finish()
         requests = s3.stats.requests
+        pool_result.retries += s3.stats.retries
     if pool_result.fatal is not None:
         raise pool_result.fatal
     failed = [Failure(r.key, r.reason) for r in the_plan.rejected] + pool_result.failed()

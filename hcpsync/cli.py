@@ -178,10 +178,10 @@ def print_report(report: PullReport, out: TextIO) -> None:
         f"{report.requests} requests, {report.retries} retries",
         file=out,
     )
-    for f in report.failed[:50]:
+    for f in report.failed[:10]:
         print(f"  FAILED {f.key}: {f.reason}", file=out)
-    if len(report.failed) > 50:
-        print(f"  ... and {len(report.failed) - 50} more (see --json)", file=out)
+    if len(report.failed) > 10:
+        print(f"  ... and {len(report.failed) - 10} more (see --json)", file=out)
     for note in report.notes[:20]:
         print(f"  note: {note}", file=out)
 

@@ -38,6 +38,7 @@ from .errors import (
     TransientError,
 )
 from .models import ObjectInfo
+from .retry import pause, should_retry
 
 CREDENTIALS_HINT = (
     "HCP data needs the AWS keys ConnectomeDB issues: store them with "
@@ -68,6 +69,7 @@ class StorageStats:
     gets: int = 0
     heads: int = 0
     bytes_received: int = 0
+    retries: int = 0
     by_error: dict[str, int] = field(default_factory=dict)
 
 
@@ -243,14 +245,21 @@ class S3Storage:
                 kwargs["Delimiter"] = delimiter
             if token:
                 kwargs["ContinuationToken"] = token
-            self.stats.requests += 1
-            self.stats.lists += 1
-            try:
-                resp = await self._client.list_objects_v2(**kwargs)
-            except Exception as exc:
-                err = translate(exc, bucket, prefix or None)
-                self._count_error(err)
-                raise err from exc
+            attempt = 0
+            while True:
+                self.stats.requests += 1
+                self.stats.lists += 1
+                try:
+                    resp = await self._client.list_objects_v2(**kwargs)
+                    break
+                except Exception as exc:
+                    err = translate(exc, bucket, prefix or None)
+                    self._count_error(err)
+                    if not should_retry(self.config, err, attempt):
+                        raise err from exc
+                attempt += 1
+                self.stats.retries += 1
+                await pause(self.config, attempt, err)
             objs = [
                 ObjectInfo(key=o["Key"], size=int(o.get("Size", 0)), etag=str(o.get("ETag", "")).strip('"'))
                 for o in resp.get("Contents", []) or []

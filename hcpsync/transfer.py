@@ -19,7 +19,6 @@ import asyncio
 import errno
 import hashlib
 import os
-import random
 import stat
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from .models import Failure, Part, PlannedObject
 from .paths import DestGuard, temp_path_for
 from .progress import Progress
 from .ratelimit import RateLimiter
+from .retry import pause, should_retry
 from .storage import S3Storage
 
 _O_FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -279,11 +279,11 @@ class TransferPool:
                         self.progress.add_bytes(len(chunk))
                 return
             except HcpsyncError as err:
-                if not err.retryable or attempt >= cfg.retries:
+                if not should_retry(cfg, err, attempt):
                     raise
                 attempt += 1
                 self.result.retries += 1
-                await asyncio.sleep(random.uniform(0, min(cfg.backoff_max, cfg.backoff_base * 2**attempt)))
+                await pause(cfg, attempt, err)
 
     async def _finish_file(self, job: _FileJob) -> None:
         obj = job.obj

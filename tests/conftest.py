@@ -71,6 +71,16 @@ def put_objects(s3: Any, bucket: str, objects: dict[str, bytes], threads: int = 
         list(pool.map(put, objects.items()))
 
 
+def fast_put(bucket: str, objects: dict[str, bytes]) -> None:
+    """Seed objects straight into the in-process moto backend that the threaded server serves
+    (~100x faster than PUT requests); the objects are then read over real HTTP."""
+    from moto.s3.models import s3_backends
+
+    backend = s3_backends["123456789012"]["aws"]
+    for key, data in objects.items():
+        backend.put_object(bucket, key, data)
+
+
 def det_bytes(n: int, seed: str) -> bytes:
     """Deterministic pseudo-random bytes (fast: SHA-256 blocks repeated with a counter)."""
     out = bytearray()
