@@ -72,7 +72,7 @@ async def run_demo(dest: str | os.PathLike[str], progress: ProgressCallback | No
         n, size = await asyncio.to_thread(seed_demo, server)
         print(f"local S3 endpoint {server.url}: s3://{DEMO_BUCKET}/{DEMO_RELEASE}/{DEMO_SUBJECT}/ "
               f"seeded with {n} objects, {size / MiB:.1f} MiB (synthetic HCP subject)", file=out)
-        print(f"pulling to {os.path.abspath(dest)} ...", file=out)
+        print(f"pulling to {os.fspath(dest)} ...", file=out)
         # small parts so that the demo's larger files are fetched as concurrent byte ranges
         cfg = TransferConfig(concurrency=32, part_size=2 * MiB, multipart_threshold=4 * MiB)
         sel = Selection(subjects=(DEMO_SUBJECT,), bucket=DEMO_BUCKET, release=DEMO_RELEASE)

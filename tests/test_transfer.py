@@ -169,3 +169,23 @@ def test_config_rejects_bad_values(bad: dict[str, int]) -> None:
 
     with pytest.raises(UsageError):
         TransferConfig(**bad)
+
+
+def test_rerun_of_finished_pull_makes_zero_gets(moto_url: str, bucket: str, tmp_path: Path) -> None:
+    from faultproxy import FaultProxy
+
+    from hcpsync import pull_sync
+
+    tree = {f"HCP_1200/100307/T1w/f{i}.nii.gz": det_bytes(10 * KiB + i, str(i)) for i in range(20)}
+    tree["HCP_1200/100307/T1w/big.nii.gz"] = det_bytes(5 * MiB, "big")
+    fast_put(bucket, tree)
+    sel = Selection(subjects=["100307"], bucket=bucket, paths=["T1w"])
+    cfg = TransferConfig(part_size=1 * MiB, multipart_threshold=1 * MiB)
+    with FaultProxy(moto_url) as proxy:
+        first = pull_sync(sel, tmp_path, endpoint_url=proxy.url, config=cfg)
+        assert first.ok and proxy.counts["get"] == 20 + 5 and proxy.counts["list"] == 1
+        proxy.reset_counts()
+        again = pull_sync(sel, tmp_path, endpoint_url=proxy.url, config=cfg)
+        # counted at the server: one listing of the selected prefix, no GET at all
+        assert proxy.counts.get("get", 0) == 0 and proxy.counts["list"] == 1 and proxy.bytes_sent == 0
+    assert again.ok and again.skipped_files == 21 and again.transferred_files == 0
