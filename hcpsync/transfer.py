@@ -85,6 +85,51 @@ class TransferObserver:
         return stat.S_ISREG(st.st_mode) and st.st_size == obj.size
 
 
+class CompositeObserver(TransferObserver):
+    """Several observers as one (the journal and the verifier, say), called in order.
+
+    ``is_complete`` holds only if every observer agrees; ``resume_ranges`` comes from the
+    first observer that has any; ``keep_partial`` if any observer keeps partial files.
+    """
+
+    def __init__(self, *observers: TransferObserver) -> None:
+        self.observers = observers
+        self.keep_partial = any(o.keep_partial for o in observers)
+
+    def resume_ranges(self, obj: PlannedObject, temp: Path) -> list[tuple[int, int]]:
+        for o in self.observers:
+            r = o.resume_ranges(obj, temp)
+            if r:
+                return r
+        return []
+
+    def wants_md5(self, obj: PlannedObject) -> bool:
+        return any(o.wants_md5(obj) for o in self.observers)
+
+    async def check_file(self, obj: PlannedObject, temp: Path, streamed_md5: str | None) -> None:
+        for o in self.observers:
+            await o.check_file(obj, temp, streamed_md5)
+
+    def part_done(self, part: Part, temp: Path) -> None:
+        for o in self.observers:
+            o.part_done(part, temp)
+
+    def file_done(self, obj: PlannedObject, path: Path) -> None:
+        for o in self.observers:
+            o.file_done(obj, path)
+
+    def file_skipped(self, obj: PlannedObject, path: Path) -> None:
+        for o in self.observers:
+            o.file_skipped(obj, path)
+
+    def file_failed(self, obj: PlannedObject, error: HcpsyncError, kept_partial: bool) -> None:
+        for o in self.observers:
+            o.file_failed(obj, error, kept_partial)
+
+    def is_complete(self, obj: PlannedObject, path: Path) -> bool:
+        return all(o.is_complete(obj, path) for o in self.observers)
+
+
 @dataclass
 class PoolResult:
     transferred_files: int = 0
