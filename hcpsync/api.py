@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -22,11 +23,14 @@ from typing import Any, TypeVar
 
 from .config import TransferConfig
 from .errors import DestinationError, HcpsyncError, ObjectChangedError, VerificationError
+from .journal import Journal, Lock, default_journal_path
 from .models import DEFAULT_BUCKET, DEFAULT_RELEASE, Failure, Plan, PlannedObject, PullReport, Selection
+from .paths import STATE_DIR
 from .planner import build_plan
 from .progress import Progress, ProgressCallback
+from .resume import JournalObserver
 from .storage import S3Storage, StorageOptions
-from .transfer import PoolResult, TransferObserver, TransferPool
+from .transfer import CompositeObserver, PoolResult, TransferObserver, TransferPool
 
 T = TypeVar("T")
 
@@ -85,41 +89,101 @@ async def pull(
     no_sign_request: bool = False,
     progress: ProgressCallback | None = None,
     observer: TransferObserver | None = None,
+    journal: str | os.PathLike[str] | bool = True,
+    reset_journal: bool = False,
+    sync_interval: float = 5.0,
 ) -> PullReport:
     """Download a selection (or a ready plan) to ``dest``; returns a :class:`PullReport`.
 
     Per-object failures are collected in the report, not raised.  Raises
     :class:`~hcpsync.errors.HcpsyncError` for what stops the whole run (bad selection,
-    no credentials, disk full...).  Cancelling the task closes every connection and file.
+    no credentials, disk full, another pull on the same destination...).  Cancelling the
+    task closes every connection and file and leaves the journal consistent.
+
+    ``journal``: True for ``DEST/.hcpsync/journal.sqlite``, a path, or False for none (then
+    nothing is resumable beyond complete files).  ``reset_journal`` starts it afresh.
+    ``sync_interval``: seconds between sync points that make journal records power-loss safe.
     """
     cfg = config or TransferConfig()
     opts = _storage_options(storage, endpoint_url, profile, region, no_sign_request)
     root = prepare_dest(dest)
     t0 = time.monotonic()
-    async with S3Storage(opts, cfg) as s3:
-        the_plan = selection if isinstance(selection, Plan) else await build_plan(s3, selection)
-        prog = Progress(progress)
-        prog.start(len(the_plan.objects), the_plan.total_bytes)
-        pool_result, notes = await _run_rounds(s3, the_plan, root, cfg, prog, observer or TransferObserver())
-        prog.finish()
-        requests = s3.stats.requests
-        pool_result.retries += s3.stats.retries
-    if pool_result.fatal is not None:
-        raise pool_result.fatal
-    failed = [Failure(r.key, r.reason) for r in the_plan.rejected] + pool_result.failed()
-    return PullReport(
-        planned_files=len(the_plan.objects),
-        planned_bytes=the_plan.total_bytes,
-        transferred_files=pool_result.transferred_files,
-        transferred_bytes=pool_result.transferred_bytes,
-        skipped_files=pool_result.skipped_files,
-        skipped_bytes=pool_result.skipped_bytes,
-        failed=tuple(failed),
-        elapsed=time.monotonic() - t0,
-        retries=pool_result.retries,
-        requests=requests,
-        notes=tuple(list(the_plan.notes) + notes),
-    )
+    state_dir = root / STATE_DIR
+    state_dir.mkdir(exist_ok=True)
+    lock = Lock(state_dir / "lock")
+    lock.acquire(f"destination {root}")
+    jnl: Journal | None = None
+    outcome = "interrupted"
+    try:
+        if journal:
+            jpath = default_journal_path(root) if journal is True else Path(journal)
+            jnl = Journal.open(jpath, reset=reset_journal)
+        async with S3Storage(opts, cfg) as s3:
+            the_plan = selection if isinstance(selection, Plan) else await build_plan(s3, selection)
+            notes: list[str] = list(the_plan.notes)
+            observers: list[TransferObserver] = [observer] if observer is not None else []
+            syncer: asyncio.Future[None] | None = None
+            if jnl is not None:
+                notes += jnl.start_run(the_plan)
+                observers.insert(0, JournalObserver(jnl))
+                if sync_interval > 0:
+                    syncer = asyncio.ensure_future(_sync_points(jnl, sync_interval))
+            prog = Progress(progress)
+            prog.start(len(the_plan.objects), the_plan.total_bytes)
+            try:
+                combined = CompositeObserver(*observers)
+                pool_result, round_notes = await _run_rounds(s3, the_plan, root, cfg, prog, combined)
+            finally:
+                if syncer is not None:
+                    syncer.cancel()
+                    await asyncio.gather(syncer, return_exceptions=True)
+            notes += round_notes
+            prog.finish()
+            requests = s3.stats.requests
+            pool_result.retries += s3.stats.retries
+        if pool_result.fatal is not None:
+            outcome = f"stopped: {pool_result.fatal}"
+            raise pool_result.fatal
+        failed = [Failure(r.key, r.reason) for r in the_plan.rejected] + pool_result.failed()
+        report = PullReport(
+            planned_files=len(the_plan.objects),
+            planned_bytes=the_plan.total_bytes,
+            transferred_files=pool_result.transferred_files,
+            transferred_bytes=pool_result.transferred_bytes,
+            skipped_files=pool_result.skipped_files,
+            skipped_bytes=pool_result.skipped_bytes,
+            failed=tuple(failed),
+            elapsed=time.monotonic() - t0,
+            retries=pool_result.retries,
+            requests=requests,
+            notes=tuple(notes),
+        )
+        outcome = "complete" if report.ok else f"{len(report.failed)} failed"
+        if jnl is not None:
+            jnl.end_run(outcome, {"transferred_files": report.transferred_files,
+                                  "transferred_bytes": report.transferred_bytes,
+                                  "failed": len(report.failed)})
+        return report
+    except HcpsyncError as err:
+        if outcome == "interrupted":
+            outcome = f"error: {err}"
+        raise
+    finally:
+        if jnl is not None:
+            with contextlib.suppress(HcpsyncError):
+                if outcome != "complete" and not outcome.endswith(" failed"):
+                    jnl.end_run(outcome, {})
+            jnl.close()
+        lock.release()
+
+
+async def _sync_points(jnl: Journal, interval: float) -> None:
+    """Every ``interval`` s: flush the page cache to disk, then mark what it covered as durable."""
+    while True:
+        await asyncio.sleep(interval)
+        seq = jnl.current_seq()
+        await asyncio.to_thread(os.sync)
+        jnl.mark_synced(seq)
 
 
 async def _run_rounds(

@@ -127,6 +127,8 @@ class CompositeObserver(TransferObserver):
             o.file_failed(obj, error, kept_partial)
 
     def is_complete(self, obj: PlannedObject, path: Path) -> bool:
+        if not self.observers:  # all() of nothing is True: every file would be "skipped"
+            return super().is_complete(obj, path)
         return all(o.is_complete(obj, path) for o in self.observers)
 
 
@@ -290,7 +292,12 @@ class TransferPool:
                     if job.error is None:
                         job.error = err
                 else:
-                    self.observer.part_done(part, job.temp)
+                    # _fetch_part returns early, the part cut short, when the run stops or
+                    # another part of the file failed: never count (or journal) such a part
+                    if self._stop is not None:
+                        return  # the job stays open; run() abandons it, never renames it
+                    if job.error is None:
+                        self.observer.part_done(part, job.temp)
             job.remaining -= 1
             if job.remaining == 0:
                 await self._finish_file(job)
@@ -355,7 +362,14 @@ class TransferPool:
             self.observer.file_done(obj, job.final)
             self.progress.file_done(obj.key)
             return
-        keep = self.observer.keep_partial and not isinstance(err, ObjectChangedError | VerificationError)
+        # keep a partial file only where a later run can resume it: ranged, and failed for a
+        # reason that may pass (exhausted retries, a full disk), not for changed/wrong bytes
+        keep = (
+            self.observer.keep_partial
+            and obj.size > self.config.multipart_threshold
+            and (err.retryable or isinstance(err, DiskFullError))
+            and not isinstance(err, ObjectChangedError | VerificationError)
+        )
         if not keep:
             _unlink(job.temp)
         self.result.failures.append((obj, err))

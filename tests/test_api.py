@@ -61,7 +61,7 @@ async def test_cancelling_pull_closes_everything_and_leaves_no_final_file(
     cfg = TransferConfig(concurrency=4, part_size=1 * MiB, multipart_threshold=1 * MiB, max_bandwidth=4 * MiB)
     started = asyncio.Event()
     task = asyncio.ensure_future(pull(Selection(subjects=["100307"], bucket=bucket), tmp_path,
-                                      endpoint_url=moto_url, config=cfg,
+                                      endpoint_url=moto_url, config=cfg, journal=False,
                                       progress=lambda ev: ev.bytes_done and started.set()))
     await asyncio.wait_for(started.wait(), 20)
     task.cancel()
