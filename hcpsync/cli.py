@@ -19,6 +19,7 @@ from typing import Any, NoReturn, TextIO
 from . import api
 from .config import TransferConfig, parse_rate, parse_size
 from .errors import HcpsyncError, SelectionError, UsageError
+from .journal import status_of
 from .models import DEFAULT_BUCKET, DEFAULT_RELEASE, Plan, PullReport, Selection
 from .progress import ProgressCallback, TqdmBar, want_bar
 from .storage import StorageOptions
@@ -92,6 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_storage_args(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    g = p.add_argument_group("journal (resume)")
+    g.add_argument("--journal", metavar="PATH", help="journal file (default DIR/.hcpsync/journal.sqlite)")
+    g.add_argument("--reset-journal", action="store_true", help="start a new journal (complete files are still skipped)")
+    g.add_argument("--no-journal", action="store_true", help="keep no journal: an interrupted file restarts from byte 0")
+
+    p = sub.add_parser("status", help="what a destination's journal says: complete / partial / pending, last run")
+    p.add_argument("--dest", required=True, metavar="DIR")
+    p.add_argument("--journal", metavar="PATH", help="journal file (default DIR/.hcpsync/journal.sqlite)")
+    p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("demo", help="pull a synthetic HCP subject from a local S3 endpoint (no credentials needed)")
     p.add_argument("--dest", default="hcpsync-demo", metavar="DIR", help="where to download (default ./hcpsync-demo)")
@@ -210,7 +221,11 @@ async def cmd_pull(args: argparse.Namespace) -> int:
     sel, cfg, opts = selection_from(args), config_from(args), storage_from(args)
     callback, bar = progress_for(args)
     try:
-        report = await api.pull(sel, args.dest, config=cfg, storage=opts, progress=callback)
+        if args.no_journal and (args.journal or args.reset_journal):
+            raise UsageError("--no-journal cannot be combined with --journal or --reset-journal")
+        journal: str | bool = False if args.no_journal else (args.journal or True)
+        report = await api.pull(sel, args.dest, config=cfg, storage=opts, progress=callback,
+                                journal=journal, reset_journal=args.reset_journal)
     finally:
         if bar is not None:
             bar.close()
@@ -239,9 +254,28 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
+async def cmd_status(args: argparse.Namespace) -> int:
+    st = status_of(Path(args.dest), Path(args.journal) if args.journal else None)
+    if args.json:
+        json.dump(st.to_json(), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    print(f"journal {st.path}")
+    print(f"{'complete':<9} {st.files_complete:>8} files  {human(st.bytes_complete):>11}")
+    print(f"{'partial':<9} {st.files_partial:>8} files  {human(st.bytes_partial_done):>11} done")
+    print(f"{'pending':<9} {st.files_pending:>8} files  {human(st.bytes_pending):>11}")
+    print(f"{'total':<9} {st.files_total:>8} files  {human(st.bytes_total):>11}")
+    if st.last_run:
+        lr = st.last_run
+        print(f"last run: started {lr['started']}, {'ended ' + lr['ended'] if lr['ended'] else 'not ended'}: {lr['outcome']}")
+    print(f"active: {'yes, pid ' + str(st.active_pid) if st.active_pid else 'no'}")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
     "plan": cmd_plan,
     "pull": cmd_pull,
+    "status": cmd_status,
     "demo": cmd_demo,
 }
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import JournalError, LockedError
+from .errors import JournalError, LockedError, UsageError
 from .models import Part, Plan, PlannedObject
 from .paths import STATE_DIR
 
@@ -412,3 +412,21 @@ class Journal:
 
 def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t))
+
+
+def status_of(dest: Path, journal_path: Path | None = None) -> JournalStatus:
+    """Read a destination's journal (read-only; works while a pull is running)."""
+    path = journal_path or default_journal_path(dest)
+    if not path.is_file():
+        raise UsageError(f"no journal at {path}: nothing was pulled to {dest} with a journal yet")
+    active = holder_pid(dest / STATE_DIR / "lock")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout=5000")
+        journal = Journal(path, conn)
+        try:
+            return journal.status(active)
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise JournalError(f"journal {path} is damaged or unreadable ({exc}): re-run pull with --reset-journal") from exc
