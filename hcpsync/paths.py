@@ -13,11 +13,13 @@ Two layers of defence:
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from .errors import UnsafePathError
 
 TEMP_SUFFIX = ".hcpsync-part"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 STATE_DIR = ".hcpsync"
 
 
@@ -25,7 +27,7 @@ def check_relpath(rel: str) -> str:
     """Return ``rel`` if it is a safe relative POSIX path, else raise :class:`UnsafePathError`."""
     if not rel:
         raise UnsafePathError("empty path")
-    if any(ord(c) < 32 or ord(c) == 127 for c in rel):
+    if _CONTROL.search(rel):
         raise UnsafePathError("path contains NUL or control characters")
     if "\\" in rel:
         raise UnsafePathError("path contains a backslash")

@@ -39,6 +39,7 @@ from .errors import (
 )
 from .models import ObjectInfo
 from .retry import pause, should_retry
+from .s3get import FastGetter, parse_error
 
 CREDENTIALS_HINT = (
     "HCP data needs the AWS keys ConnectomeDB issues: store them with "
@@ -94,6 +95,33 @@ def _where(bucket: str, key: str | None) -> str:
     return f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
 
 
+def translate_code(code: str, status: int, message: str, bucket: str, key: str | None = None) -> HcpsyncError:
+    """Map an S3 error code and HTTP status to an :class:`HcpsyncError`."""
+    where = _where(bucket, key)
+    msg = message or code
+    if code == "NoSuchBucket":
+        return NoSuchBucketError(f"bucket {bucket!r} does not exist")
+    if code in ("NoSuchKey", "404") or (status == 404 and key):
+        return NoSuchKeyError(f"{where} does not exist (deleted since it was listed?)")
+    if code in ("ExpiredToken", "InvalidToken", "TokenRefreshRequired"):  # S3 answers 400 for these
+        return CredentialsError(
+            f"{code} on {where}: the AWS session token (AWS_SESSION_TOKEN) is expired or invalid; "
+            f"refresh your temporary credentials. {CREDENTIALS_HINT}"
+        )
+    if code in ("AccessDenied", "403", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch") or status == 403:
+        what = "access denied" if code in ("AccessDenied", "403", "") else f"{code}"
+        return AccessDeniedError(f"{what} to {where}: {CREDENTIALS_HINT}")
+    if code in ("PreconditionFailed", "412") or status == 412:
+        return ObjectChangedError(f"{where} changed on the server during the transfer (ETag no longer matches)")
+    if code == "InvalidRange" or status == 416:
+        return ObjectChangedError(f"{where} is shorter than planned (invalid range): it changed on the server")
+    if code in _THROTTLE_CODES or (status == 503 and code in ("", "503")):
+        return ThrottledError(f"throttled by S3 ({code or status}) on {where}")
+    if code in _TRANSIENT_CODES or status >= 500:
+        return TransientError(f"server error {code or status} on {where}: {msg}")
+    return StorageError(f"{code or status} on {where}: {msg}")
+
+
 def translate(exc: BaseException, bucket: str, key: str | None = None) -> HcpsyncError:
     """Turn any S3/transport exception into an :class:`HcpsyncError` with a one-line message."""
     if isinstance(exc, HcpsyncError):
@@ -103,23 +131,7 @@ def translate(exc: BaseException, bucket: str, key: str | None = None) -> Hcpsyn
         err = exc.response.get("Error", {}) or {}
         code = str(err.get("Code", "")) or str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        msg = str(err.get("Message", "")) or code
-        if code == "NoSuchBucket":
-            return NoSuchBucketError(f"bucket {bucket!r} does not exist")
-        if code in ("NoSuchKey", "404") or (status == 404 and key):
-            return NoSuchKeyError(f"{where} does not exist (deleted since it was listed?)")
-        if code in ("AccessDenied", "403", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            what = "access denied" if code in ("AccessDenied", "403") else f"{code}"
-            return AccessDeniedError(f"{what} to {where}: {CREDENTIALS_HINT}")
-        if code in ("PreconditionFailed", "412") or status == 412:
-            return ObjectChangedError(f"{where} changed on the server during the transfer (ETag no longer matches)")
-        if code == "InvalidRange" or status == 416:
-            return ObjectChangedError(f"{where} is shorter than planned (invalid range): it changed on the server")
-        if code in _THROTTLE_CODES or (status == 503 and code in ("", "503")):
-            return ThrottledError(f"throttled by S3 ({code or status}) on {where}")
-        if code in _TRANSIENT_CODES or status >= 500:
-            return TransientError(f"server error {code or status} on {where}: {msg}")
-        return StorageError(f"{code or status} on {where}: {msg}")
+        return translate_code(code, status, str(err.get("Message", "")), bucket, key)
     if isinstance(exc, bce.NoCredentialsError | bce.PartialCredentialsError):
         return CredentialsError(f"no AWS credentials found. {CREDENTIALS_HINT} (or --no-sign-request for public data)")
     if isinstance(exc, bce.ProfileNotFound):
@@ -195,11 +207,15 @@ class S3Storage:
         self.stats = StorageStats()
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
+        self._fast: FastGetter | None = None
 
     async def __aenter__(self) -> S3Storage:
         opts = self.options
         try:
             session = AioSession(profile=opts.profile) if opts.profile else AioSession()
+            # listings parse every LastModified with dateutil (~0.25 ms each, seconds per subject);
+            # hcpsync never reads it, so keep timestamps as the raw strings
+            session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
             region = opts.region or session.get_config_variable("region") or "us-east-1"
         except bce.BotoCoreError as exc:
             raise translate(exc, "-") from exc
@@ -216,6 +232,9 @@ class S3Storage:
             self._client = await self._stack.enter_async_context(
                 session.create_client("s3", region_name=region, endpoint_url=opts.resolved_endpoint(), config=cfg)
             )
+            creds = None if opts.no_sign_request else await session.get_credentials()
+            self._fast = FastGetter(self.config, opts.resolved_endpoint(), region, creds, opts.request_payer)
+            self._stack.push_async_callback(self._fast.close)
         except Exception as exc:
             await self._stack.aclose()
             raise translate(exc, "-") from exc
@@ -294,25 +313,36 @@ class S3Storage:
         :class:`ObjectChangedError`.  The answer's Content-Range (ranged) or Content-Length
         is checked against what was asked; the body is a :class:`Body` to stream.
         """
-        kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, **self._extra()}
+        headers: dict[str, str] = {}
         ranged = not (start == 0 and end is None)
         if ranged:
-            kwargs["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+            headers["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
         if etag:
-            kwargs["IfMatch"] = f'"{etag}"'
+            headers["If-Match"] = f'"{etag}"'
         self.stats.requests += 1
         self.stats.gets += 1
+        if self._fast is None:
+            raise StorageError("storage is not open")
+        if self._fast.credentials is None and not self.options.no_sign_request:
+            raise CredentialsError(f"no AWS credentials found. {CREDENTIALS_HINT} (or --no-sign-request for public data)")
         try:
-            resp = await self._client.get_object(**kwargs)
+            resp = await self._fast.get(bucket, key, headers)
         except Exception as exc:
             err = translate(exc, bucket, key)
             self._count_error(err)
             raise err from exc
-        raw = resp["Body"]
         try:
-            length = int(resp.get("ContentLength", -1))
+            if resp.status >= 300:
+                try:
+                    code, message = parse_error(await resp.content.read(65536))
+                except Exception:
+                    code, message = "", ""
+                raise translate_code(code, resp.status, message, bucket, key)
+            length = int(resp.headers.get("Content-Length", -1))
             if ranged:
-                self._check_range(bucket, key, resp.get("ContentRange"), start, end, total)
+                if resp.status != 206:
+                    raise RangeMismatchError(f"s3://{bucket}/{key}: asked for a range, got the whole object")
+                self._check_range(bucket, key, resp.headers.get("Content-Range"), start, end, total)
                 want = (end - start) if end is not None else length
             else:
                 want = length
@@ -320,17 +350,16 @@ class S3Storage:
                     raise ObjectChangedError(
                         f"s3://{bucket}/{key} is {length} bytes on the server, {total} were planned: it changed"
                     )
-            if etag and str(resp.get("ETag", "")).strip('"') not in ("", etag):
+            if etag and resp.headers.get("ETag", "").strip('"') not in ("", etag):
                 raise ObjectChangedError(f"s3://{bucket}/{key} changed on the server (ETag differs)")
             if length != want:
                 raise RangeMismatchError(f"s3://{bucket}/{key}: Content-Length {length}, expected {want}")
-            body = Body(raw, bucket, key, want, self.stats)
-            yield body
+            yield Body(resp, bucket, key, want, self.stats)
         except HcpsyncError as err:
             self._count_error(err)
             raise
         finally:
-            raw.close()
+            resp.close()
 
     @staticmethod
     def _check_range(bucket: str, key: str, header: str | None, start: int, end: int | None, total: int | None) -> None:

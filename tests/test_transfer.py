@@ -39,7 +39,7 @@ async def test_tutorial_example_exact_keys_byte_identical(moto_url: str, bucket:
     fast_put(bucket, tree)
     sel = Selection(subjects=["100307"], bucket=bucket, release="q1", paths=["MNINonLinear/Results/tfMRI_MOTOR_LR"])
     cfg = TransferConfig(part_size=4 * MiB, multipart_threshold=4 * MiB, concurrency=8)
-    report = await pull(sel, tmp_path, endpoint_url=moto_url, config=cfg)
+    report = await pull(sel, tmp_path, endpoint_url=moto_url, config=cfg, verify=False)
     want = {k[len("q1/"):]: v for k, v in tree.items() if k.startswith(TUTORIAL + "/")}
     assert tree_files(tmp_path) == want
     assert report.ok and report.transferred_files == len(want) == report.planned_files
@@ -54,7 +54,8 @@ async def test_large_object_many_ranges_byte_identical(moto_url: str, bucket: st
     data = det_bytes(37 * MiB + 999, "big")
     fast_put(bucket, {"HCP_1200/100307/rfMRI.nii": data})
     cfg = TransferConfig(part_size=1 * MiB, multipart_threshold=1 * MiB, chunk_size=64 * KiB, concurrency=16)
-    report = await pull(Selection(subjects=["100307"], bucket=bucket), tmp_path, endpoint_url=moto_url, config=cfg)
+    report = await pull(Selection(subjects=["100307"], bucket=bucket), tmp_path, endpoint_url=moto_url, config=cfg,
+                        verify=False)
     assert report.ok
     assert report.requests == 1 + 38  # one listing, 38 ranges
     assert (tmp_path / "100307/rfMRI.nii").read_bytes() == data
