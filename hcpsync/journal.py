@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from .errors import JournalError, LockedError, UsageError
 from .models import Part, Plan, PlannedObject
@@ -125,7 +126,10 @@ class Lock:
         self._fd: int | None = None
 
     def acquire(self, what: str) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise JournalError(f"cannot open the lock file {self.path}: {exc.strerror} (is it a symlink?)") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -195,7 +199,11 @@ class Journal:
                     os.unlink(f"{path}{suffix}")
         hint = f"re-run with --reset-journal to start a new journal (complete files are kept), or remove {path}"
         try:
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            if path.is_symlink():
+                raise JournalError(f"journal {path} is a symlink; refusing to follow it: {hint}")
+            # nofollow: SQLite refuses a symlink (also for its -wal/-shm companions)
+            conn = sqlite3.connect(f"file:{quote(str(path))}?nofollow=1", uri=True, isolation_level=None,
+                                   check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=5000")
@@ -421,7 +429,7 @@ def status_of(dest: Path, journal_path: Path | None = None) -> JournalStatus:
         raise UsageError(f"no journal at {path}: nothing was pulled to {dest} with a journal yet")
     active = holder_pid(dest / STATE_DIR / "lock")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro&nofollow=1", uri=True, isolation_level=None)
         conn.execute("PRAGMA busy_timeout=5000")
         journal = Journal(path, conn)
         try:

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import aiohttp
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
+from yarl import URL
 
 from .config import TransferConfig
 
@@ -74,4 +75,6 @@ class FastGetter:
         """Send the GET; the caller reads and closes the response.  Raises aiohttp errors as they come."""
         url = object_url(self.endpoint, self.region, bucket, key)
         signed = await self._headers(url, headers)
-        return await self._session.get(url, headers=signed, allow_redirects=False)
+        # encoded=True: send the very path that was signed (yarl would re-quote it: '%3D' -> '=',
+        # ';' left bare...), or S3 refuses the signature and servers may cut the key at ';'
+        return await self._session.get(URL(url, encoded=True), headers=signed, allow_redirects=False)

@@ -36,6 +36,7 @@ from .errors import (
     StorageError,
     ThrottledError,
     TransientError,
+    UsageError,
 )
 from .models import ObjectInfo
 from .retry import pause, should_retry
@@ -237,6 +238,9 @@ class S3Storage:
             self._stack.push_async_callback(self._fast.close)
         except Exception as exc:
             await self._stack.aclose()
+            if isinstance(exc, ValueError) and "endpoint" in str(exc).lower():  # botocore's "Invalid endpoint: x"
+                url = opts.resolved_endpoint()
+                raise UsageError(f"invalid S3 endpoint URL {url!r}: expected http(s)://host[:port]") from exc
             raise translate(exc, "-") from exc
         return self
 

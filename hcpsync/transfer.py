@@ -147,7 +147,7 @@ class PoolResult:
 
 
 class _FileJob:
-    __slots__ = ("error", "fd", "final", "md5", "obj", "remaining", "temp")
+    __slots__ = ("error", "fd", "final", "landed", "md5", "obj", "remaining", "temp")
 
     def __init__(self, obj: PlannedObject, final: Path, temp: Path, remaining: int) -> None:
         self.obj = obj
@@ -157,6 +157,7 @@ class _FileJob:
         self.fd: int | None = None
         self.error: HcpsyncError | None = None
         self.md5: Any = None
+        self.landed = 0  # parts whose bytes are in the temp file (this run or resumed)
 
 
 def split_parts(obj: PlannedObject, config: TransferConfig) -> list[Part]:
@@ -231,6 +232,7 @@ class TransferPool:
         resume = self.observer.resume_ranges(obj, temp) if ranged else []
         todo = [p for p in parts if not _covered(p.start, p.end, resume)] if resume else parts
         job = _FileJob(obj, final, temp, len(todo) or 1)
+        job.landed = len(parts) - len(todo)
         try:
             job.fd = os.open(temp, _O_FLAGS | (0 if resume else os.O_TRUNC), 0o644)
             if ranged:
@@ -297,6 +299,7 @@ class TransferPool:
                     if self._stop is not None:
                         return  # the job stays open; run() abandons it, never renames it
                     if job.error is None:
+                        job.landed += 1
                         self.observer.part_done(part, job.temp)
             job.remaining -= 1
             if job.remaining == 0:
@@ -331,8 +334,8 @@ class TransferPool:
                         self.progress.add_bytes(len(chunk))
                 return
             except HcpsyncError as err:
-                if not should_retry(cfg, err, attempt):
-                    raise
+                if not should_retry(cfg, err, attempt) or job.error is not None or self._stop is not None:
+                    raise  # given up; or the file already failed, or the run stops: no more requests
                 attempt += 1
                 self.result.retries += 1
                 await pause(cfg, attempt, err)
@@ -367,6 +370,7 @@ class TransferPool:
         keep = (
             self.observer.keep_partial
             and obj.size > self.config.multipart_threshold
+            and job.landed > 0  # a temp file with no finished range holds nothing to resume
             and (err.retryable or isinstance(err, DiskFullError))
             and not isinstance(err, ObjectChangedError | VerificationError)
         )

@@ -40,7 +40,7 @@ from yarl import URL
 
 RequestKind = Literal["list", "get", "head", "put", "other"]
 FaultKind = Literal[
-    "slowdown", "internal", "reset", "short", "stall", "wrong_range", "mutate", "list_fail", "delay"
+    "slowdown", "internal", "reset", "short", "stall", "wrong_range", "mutate", "list_fail", "delay", "denied"
 ]
 KINDS: tuple[str, ...] = get_args(RequestKind)
 FAULTS: tuple[str, ...] = get_args(FaultKind)
@@ -124,6 +124,7 @@ class Rule:
     * ``slowdown`` -- 503 ``SlowDown`` XML error, upstream not contacted.
     * ``internal`` -- 500 ``InternalError`` XML error, upstream not contacted.
     * ``list_fail`` -- same as ``internal``, meant for ``list`` requests.
+    * ``denied`` -- 403 ``AccessDenied`` XML error (a bucket policy's Deny), upstream not contacted.
     * ``reset`` -- forward, send headers and ``after_bytes`` (default 0) body bytes, then abort
       the TCP connection with an RST.
     * ``short`` -- forward, send headers (true ``Content-Length``) and ``after_bytes`` (default
@@ -377,6 +378,8 @@ class FaultProxy:
             return self._error(503, "SlowDown", "Please reduce your request rate.")
         if fault in ("internal", "list_fail"):
             return self._error(500, "InternalError", "We encountered an internal error. Please try again.")
+        if fault == "denied":
+            return self._error(403, "AccessDenied", "Access Denied")
         if rule is not None and fault == "delay" and await self._sleep(rule.delay_seconds):
             _abort(request)
             return web.StreamResponse()

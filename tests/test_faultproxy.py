@@ -136,7 +136,8 @@ async def test_many_concurrent_connections(proxy: FaultProxy, pc: Any, s3: Any, 
 
 
 @pytest.mark.parametrize(
-    ("fault", "status", "code"), [("slowdown", 503, "SlowDown"), ("internal", 500, "InternalError")]
+    ("fault", "status", "code"),
+    [("slowdown", 503, "SlowDown"), ("internal", 500, "InternalError"), ("denied", 403, "AccessDenied")],
 )
 def test_error_faults(
     proxy: FaultProxy, pc: Any, s3: Any, bucket: str, fault: Any, status: int, code: str
