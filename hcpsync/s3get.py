@@ -10,6 +10,7 @@ HEAD stay on aiobotocore, where pagination and XML parsing are worth their cost.
 
 from __future__ import annotations
 
+import inspect
 import re
 from typing import Any
 from urllib.parse import quote
@@ -49,6 +50,7 @@ class FastGetter:
         self.region = region
         self.credentials = credentials  # botocore credentials, or None for anonymous requests
         self.request_payer = request_payer
+        self._regions: dict[str, str] = {}  # bucket -> region learnt from a redirect
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=config.concurrency, limit_per_host=0, ttl_dns_cache=300,
                                            keepalive_timeout=30),
@@ -60,21 +62,36 @@ class FastGetter:
     async def close(self) -> None:
         await self._session.close()
 
-    async def _headers(self, url: str, extra: dict[str, str]) -> dict[str, str]:
+    async def _headers(self, url: str, extra: dict[str, str], region: str) -> dict[str, str]:
         headers = dict(extra)
         if self.request_payer:
             headers["x-amz-request-payer"] = "requester"
         if self.credentials is None:
             return headers
-        frozen = await self.credentials.get_frozen_credentials()
+        frozen = self.credentials.get_frozen_credentials()
+        if inspect.isawaitable(frozen):  # aiobotocore's credentials refresh asynchronously
+            frozen = await frozen
         req = AWSRequest(method="GET", url=url, headers=headers)
-        S3SigV4Auth(frozen, "s3", self.region).add_auth(req)
+        S3SigV4Auth(frozen, "s3", region).add_auth(req)
         return dict(req.headers.items())
 
     async def get(self, bucket: str, key: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
-        """Send the GET; the caller reads and closes the response.  Raises aiohttp errors as they come."""
-        url = object_url(self.endpoint, self.region, bucket, key)
-        signed = await self._headers(url, headers)
-        # encoded=True: send the very path that was signed (yarl would re-quote it: '%3D' -> '=',
-        # ';' left bare...), or S3 refuses the signature and servers may cut the key at ';'
-        return await self._session.get(URL(url, encoded=True), headers=signed, allow_redirects=False)
+        """Send the GET; the caller reads and closes the response.  Raises aiohttp errors as they come.
+
+        On AWS, a bucket in another region than the configured one answers 301/400 with
+        ``x-amz-bucket-region``: the GET is sent again there, and the region is remembered.
+        """
+        for _ in range(2):
+            region = self._regions.get(bucket, self.region)
+            url = object_url(self.endpoint, region, bucket, key)
+            signed = await self._headers(url, headers, region)
+            # encoded=True: send the very path that was signed (yarl would re-quote it: '%3D' -> '=',
+            # ';' left bare...), or S3 refuses the signature and servers may cut the key at ';'
+            resp = await self._session.get(URL(url, encoded=True), headers=signed, allow_redirects=False)
+            moved = resp.headers.get("x-amz-bucket-region")
+            if self.endpoint is None and resp.status in (301, 307, 400) and moved and moved != region:
+                resp.close()
+                self._regions[bucket] = moved
+                continue
+            return resp
+        return resp
