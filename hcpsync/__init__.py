@@ -6,6 +6,7 @@ from .errors import HcpsyncError
 from .models import Plan, PlannedObject, PullReport, Selection
 from .progress import ProgressEvent
 from .storage import StorageOptions
+from .verify import VerifyReport, verify_tree
 
 __version__ = "0.1.0"
 
@@ -20,10 +21,12 @@ __all__ = [
     "StorageOptions",
     "SubjectMirror",
     "TransferConfig",
+    "VerifyReport",
     "__version__",
     "plan",
     "plan_sync",
     "pull",
     "pull_sync",
     "run_sync",
+    "verify_tree",
 ]

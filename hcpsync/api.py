@@ -31,6 +31,7 @@ from .progress import Progress, ProgressCallback
 from .resume import JournalObserver
 from .storage import S3Storage, StorageOptions
 from .transfer import CompositeObserver, PoolResult, TransferObserver, TransferPool
+from .verify import plan_for, prepare_pull
 
 T = TypeVar("T")
 
@@ -60,7 +61,8 @@ async def plan(
     """List what ``selection`` covers: every object with key, size, ETag and local path."""
     opts = _storage_options(storage, endpoint_url, profile, region, no_sign_request)
     async with S3Storage(opts, config or TransferConfig()) as s3:
-        return await build_plan(s3, selection)
+        the_plan, _ = await plan_for(s3, selection)  # resolves --package through the manifests
+        return the_plan
 
 
 def prepare_dest(dest: str | os.PathLike[str]) -> Path:
@@ -92,6 +94,7 @@ async def pull(
     journal: str | os.PathLike[str] | bool = True,
     reset_journal: bool = False,
     sync_interval: float = 5.0,
+    verify: bool = True,
 ) -> PullReport:
     """Download a selection (or a ready plan) to ``dest``; returns a :class:`PullReport`.
 
@@ -103,13 +106,20 @@ async def pull(
     ``journal``: True for ``DEST/.hcpsync/journal.sqlite``, a path, or False for none (then
     nothing is resumable beyond complete files).  ``reset_journal`` starts it afresh.
     ``sync_interval``: seconds between sync points that make journal records power-loss safe.
+    ``verify``: check each file's MD5 (from the subjects' ``.xdlm`` manifests, else a plain-MD5
+    S3 ETag) before it reaches its final path; mismatches are fetched again, then failed.
     """
     cfg = config or TransferConfig()
     opts = _storage_options(storage, endpoint_url, profile, region, no_sign_request)
     root = prepare_dest(dest)
     t0 = time.monotonic()
     state_dir = root / STATE_DIR
-    state_dir.mkdir(exist_ok=True)
+    try:
+        state_dir.mkdir(exist_ok=True)
+    except OSError as exc:  # a file in the way, say
+        raise DestinationError(f"cannot create {state_dir}: {exc.strerror}") from exc
+    if state_dir.is_symlink():  # the lock and journal would be written wherever it points
+        raise DestinationError(f"{state_dir} is a symlink; hcpsync needs a real folder there for its journal")
     lock = Lock(state_dir / "lock")
     lock.acquire(f"destination {root}")
     jnl: Journal | None = None
@@ -119,9 +129,13 @@ async def pull(
             jpath = default_journal_path(root) if journal is True else Path(journal)
             jnl = Journal.open(jpath, reset=reset_journal)
         async with S3Storage(opts, cfg) as s3:
-            the_plan = selection if isinstance(selection, Plan) else await build_plan(s3, selection)
-            notes: list[str] = list(the_plan.notes)
+            cache = jnl.checksum_cache() if jnl is not None else None
+            prepared = await prepare_pull(s3, selection, dest=root, verify=verify, cache=cache)
+            the_plan, verifier = prepared.plan, prepared.verifier
+            notes: list[str] = list(the_plan.notes) + prepared.notes
             observers: list[TransferObserver] = [observer] if observer is not None else []
+            if verifier is not None:
+                observers.append(verifier)
             syncer: asyncio.Future[None] | None = None
             if jnl is not None:
                 notes += jnl.start_run(the_plan)
@@ -138,6 +152,8 @@ async def pull(
                     syncer.cancel()
                     await asyncio.gather(syncer, return_exceptions=True)
             notes += round_notes
+            if verifier is not None:
+                notes += verifier.notes
             prog.finish()
             requests = s3.stats.requests
             pool_result.retries += s3.stats.retries
@@ -157,6 +173,8 @@ async def pull(
             retries=pool_result.retries,
             requests=requests,
             notes=tuple(notes),
+            verified_files=verifier.verified_files if verifier is not None else 0,
+            unverified_files=verifier.unverified_files if verifier is not None else 0,
         )
         outcome = "complete" if report.ok else f"{len(report.failed)} failed"
         if jnl is not None:
@@ -194,7 +212,8 @@ async def _run_rounds(
     objects: Sequence[PlannedObject] = _schedule(the_plan.objects, cfg)
     total = PoolResult()
     notes: list[str] = []
-    for round_no in range(_REFETCH_ROUNDS + 1):
+    rounds = min(cfg.retries, _REFETCH_ROUNDS)  # --retries 0: no second round either
+    for round_no in range(rounds + 1):
         pool = TransferPool(s3, bucket, root, cfg, prog, observer)
         res = await pool.run(objects)
         total.transferred_files += res.transferred_files
@@ -205,7 +224,7 @@ async def _run_rounds(
         total.fatal = res.fatal
         again: list[PlannedObject] = []
         for obj, err in res.failures:
-            if round_no < _REFETCH_ROUNDS and res.fatal is None and isinstance(err, ObjectChangedError):
+            if round_no < rounds and res.fatal is None and isinstance(err, ObjectChangedError):
                 try:
                     info = await s3.head(bucket, obj.key)
                 except HcpsyncError as head_err:
@@ -214,9 +233,10 @@ async def _run_rounds(
                 notes.append(f"{obj.key} changed on the server during the pull; fetched again")
                 prog.files_failed -= 1
                 again.append(PlannedObject(obj.key, info.size, info.etag, obj.relpath))
-            elif round_no < _REFETCH_ROUNDS and res.fatal is None and isinstance(err, VerificationError):
+            elif round_no < rounds and res.fatal is None and isinstance(err, VerificationError):
                 notes.append(f"{obj.key} failed verification ({err}); fetched again")
                 prog.files_failed -= 1
+                prog.remove_bytes(obj.size)  # its bytes were counted; they come again
                 again.append(obj)
             else:
                 total.failures.append((obj, err))

@@ -19,10 +19,11 @@ from typing import Any, NoReturn, TextIO
 from . import api
 from .config import TransferConfig, parse_rate, parse_size
 from .errors import HcpsyncError, SelectionError, UsageError
-from .journal import status_of
+from .journal import open_journal_if_any, status_of
 from .models import DEFAULT_BUCKET, DEFAULT_RELEASE, Plan, PullReport, Selection
-from .progress import ProgressCallback, TqdmBar, want_bar
+from .progress import ProgressCallback, ProgressEvent, TqdmBar, want_bar
 from .storage import StorageOptions
+from .verify import VerifyReport, check_dest, discover_subjects, list_packages, verify_tree
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_storage_args(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-verify", action="store_true", help="do not check MD5s against the .xdlm manifests / S3 ETags (size only)")
 
     g = p.add_argument_group("journal (resume)")
     g.add_argument("--journal", metavar="PATH", help="journal file (default DIR/.hcpsync/journal.sqlite)")
@@ -103,6 +105,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dest", required=True, metavar="DIR")
     p.add_argument("--journal", metavar="PATH", help="journal file (default DIR/.hcpsync/journal.sqlite)")
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("verify", help="check a local tree against HCP's .xdlm checksum manifests")
+    add_selection_args(p)
+    p.add_argument("--dest", required=True, metavar="DIR", help="local tree (subjects default to the subject folders in DIR)")
+    p.add_argument("--offline", action="store_true", help="use the manifests under DIR/<subject>/.xdlm/; no network")
+    p.add_argument("--full", action="store_true", help="hash every file, even those whose checksum is cached")
+    p.add_argument("--jobs", type=int, default=None, metavar="N", help="hashing threads (default: one per CPU)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_storage_args(p)
+
+    p = sub.add_parser("packages", help="list the HCP download packages of subjects, with files and sizes")
+    g = p.add_argument_group("selection")
+    g.add_argument("--bucket", default=DEFAULT_BUCKET, help=f"S3 bucket (default {DEFAULT_BUCKET})")
+    g.add_argument("--release", default=DEFAULT_RELEASE, help=f"release key prefix (default {DEFAULT_RELEASE})")
+    g.add_argument("--subject", action="append", default=[], metavar="ID", required=True, help="subject ID (repeatable)")
+    add_storage_args(p)
+    p.add_argument("--json", action="store_true", help="print the packages as JSON")
 
     p = sub.add_parser("demo", help="pull a synthetic HCP subject from a local S3 endpoint (no credentials needed)")
     p.add_argument("--dest", default="hcpsync-demo", metavar="DIR", help="where to download (default ./hcpsync-demo)")
@@ -225,7 +245,7 @@ async def cmd_pull(args: argparse.Namespace) -> int:
             raise UsageError("--no-journal cannot be combined with --journal or --reset-journal")
         journal: str | bool = False if args.no_journal else (args.journal or True)
         report = await api.pull(sel, args.dest, config=cfg, storage=opts, progress=callback,
-                                journal=journal, reset_journal=args.reset_journal)
+                                journal=journal, reset_journal=args.reset_journal, verify=not args.no_verify)
     finally:
         if bar is not None:
             bar.close()
@@ -272,9 +292,82 @@ async def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_verify(args: argparse.Namespace) -> int:
+    subjects = list(args.subject) + (read_subjects_file(args.subjects_file) if args.subjects_file else [])
+    if not subjects:  # default: the subject folders in DEST
+        subjects = discover_subjects(check_dest(args.dest))
+        if not subjects:
+            raise UsageError(f"no subject folders under {args.dest}: give --subject ID")
+    sel = Selection(
+        subjects=tuple(subjects), bucket=args.bucket, release=args.release,
+        paths=tuple(args.path), includes=tuple(args.include), excludes=tuple(args.exclude), packages=tuple(args.package),
+    )
+    bar = TqdmBar(desc="verify") if want_bar(args.no_progress) else None
+
+    def progress(files: int, files_total: int, done: int, total: int) -> None:
+        if bar is not None:
+            bar(ProgressEvent(files, files_total, done, total, 0, 0.0))
+
+    # the journal of a pull into DEST caches verified checksums (by size and mtime)
+    jnl = open_journal_if_any(Path(args.dest))
+    try:
+        report = await verify_tree(args.dest, sel, offline=args.offline, full=args.full, jobs=args.jobs,
+                                   storage=None if args.offline else storage_from(args), progress=progress,
+                                   cache=jnl.checksum_cache() if jnl is not None else None)
+    finally:
+        if jnl is not None:
+            jnl.close()
+        if bar is not None:
+            bar.close()
+    if args.json:
+        json.dump(report.to_json(), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print_verify_report(report, sys.stdout)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def print_verify_report(report: VerifyReport, out: TextIO) -> None:
+    c = report.counts
+    print(f"{report.dest} against {report.source}: {len(report.subjects)} subject(s)", file=out)
+    for status in ("ok", "mismatched", "missing", "unlisted", "unverifiable"):
+        print(f"{status:<13} {c[status]:>8} files", file=out)
+    print(f"hashed {report.hashed_files} files, {human(report.hashed_bytes)} in {report.hash_seconds:.2f} s "
+          f"({report.rate / 1e6:.1f} MB/s, {report.jobs} threads); {report.cached_files} from the checksum cache", file=out)
+    for chk in report.by_status("mismatched")[:50]:
+        why = chk.detail or f"expected {chk.expected}, got {chk.actual}"
+        print(f"  MISMATCHED {chk.relpath}: {why}", file=out)
+    for status in ("missing", "unlisted", "unverifiable"):
+        items = [chk for chk in report.checks if chk.status == status]
+        for chk in items[:20]:
+            print(f"  {status.upper()} {chk.relpath}{': ' + chk.detail if chk.detail else ''}", file=out)
+        if len(items) > 20:
+            print(f"  ... and {len(items) - 20} more {status} (see --json)", file=out)
+    for problem in report.problems[:20]:
+        print(f"  problem: {problem}", file=out)
+    for note in report.notes:
+        print(f"  note: {note}", file=out)
+
+
+async def cmd_packages(args: argparse.Namespace) -> int:
+    rep = await list_packages(args.subject, bucket=args.bucket, release=args.release, storage=storage_from(args))
+    if args.json:
+        json.dump(rep.to_json(), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    for p in rep.packages:
+        unsized = f" (+{p.unsized} of unknown size)" if p.unsized else ""
+        print(f"{p.subject}  {p.name:<40} {p.files:>7} files  {human(p.bytes):>11}{unsized}", file=sys.stdout)
+    for problem in rep.problems:
+        print(f"  problem: {problem}", file=sys.stdout)
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
     "plan": cmd_plan,
     "pull": cmd_pull,
+    "verify": cmd_verify,
+    "packages": cmd_packages,
     "status": cmd_status,
     "demo": cmd_demo,
 }

@@ -184,6 +184,7 @@ class Journal:
         self._seq = 0
         self._rows: dict[str, tuple[str, int, int]] = {}  # key -> (etag, size, state)
         self._pending_files: list[tuple[Any, ...]] = []
+        self._pending_md5: list[tuple[str, int, str, int]] = []
         self._last_flush = time.monotonic()
         self._run_id: int | None = None
         self.notes: list[str] = []
@@ -359,10 +360,12 @@ class Journal:
 
     def flush(self) -> None:
         self._last_flush = time.monotonic()
-        if not self._pending_files:
+        if not self._pending_files and not self._pending_md5:
             return
         batch, self._pending_files = self._pending_files, []
+        md5s, self._pending_md5 = self._pending_md5, []
         with self._tx():
+            self._db.executemany("UPDATE objects SET md5=?, verified_mtime_ns=? WHERE relpath=? AND size=?", md5s)
             self._db.executemany(
                 "UPDATE objects SET size=?, etag=?, state=?, mtime_ns=?, md5=coalesce(?, md5), synced=0, seq=? WHERE key=?",
                 batch,
@@ -386,6 +389,11 @@ class Journal:
             self.flush()
         finally:
             self._db.close()
+
+    # -- verified checksums (the verifier's cache) -------------------------------------------------
+
+    def checksum_cache(self) -> JournalChecksums:
+        return JournalChecksums(self)
 
     # -- status ------------------------------------------------------------------------------------
 
@@ -438,3 +446,33 @@ def status_of(dest: Path, journal_path: Path | None = None) -> JournalStatus:
             conn.close()
     except sqlite3.Error as exc:
         raise JournalError(f"journal {path} is damaged or unreadable ({exc}): re-run pull with --reset-journal") from exc
+
+
+class JournalChecksums:
+    """The verifier's checksum cache, kept in the journal: an MD5 is trusted while the file's
+    size and mtime are those it was computed for.  Writes are batched with the journal's."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    def get(self, relpath: str, size: int, mtime_ns: int) -> str | None:
+        row = self.journal._db.execute(
+            "SELECT md5 FROM objects WHERE relpath=? AND size=? AND verified_mtime_ns=?", (relpath, size, mtime_ns)
+        ).fetchone()
+        return row[0] if row and row[0] else None
+
+    def put(self, relpath: str, size: int, mtime_ns: int, md5: str) -> None:
+        self.journal._pending_md5.append((md5, mtime_ns, relpath, size))
+        self.journal.maybe_flush()
+
+
+def open_journal_if_any(dest: Path) -> Journal | None:
+    """The destination's journal for reading and caching checksums, or None when there is none
+    or a pull holds it (``verify`` then simply hashes everything)."""
+    path = default_journal_path(dest)
+    if not path.is_file() or holder_pid(dest / STATE_DIR / "lock") is not None:
+        return None
+    try:
+        return Journal.open(path)
+    except JournalError:
+        return None

@@ -258,3 +258,28 @@ def test_power_loss_trusts_only_synced_records(moto_url: str, bucket: str, tmp_p
     db.close()
     third = pull_sync(Selection(subjects=[SUBJECT], bucket=bucket), dest, endpoint_url=moto_url, config=cfg)
     assert third.skipped_files == 1 and third.transferred_files == 0
+
+
+def test_journal_caches_verified_checksums_for_verify(moto_url: str, bucket: str, tmp_path: Path) -> None:
+    from hcpsync.synth import synth_subject
+
+    files = synth_subject(SUBJECT, scale=0.1, large_size=256 * 1024)
+    fast_put(bucket, {f.key: f.data() for f in files})
+    dest = tmp_path / "d"
+    report = pull_sync(Selection(subjects=[SUBJECT], bucket=bucket), dest, endpoint_url=moto_url)
+    assert report.ok and report.verified_files == len(files)
+
+    def verify(*extra: str) -> dict[str, object]:
+        r = subprocess.run([sys.executable, "-m", "hcpsync", "verify", "--dest", str(dest), "--offline", "--json",
+                            *extra], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)  # type: ignore[no-any-return]
+
+    # every checksum the pull verified is reused: nothing is hashed again
+    manifest_listed = verify()["counts"]["ok"]  # type: ignore[index]
+    assert verify()["cached"] == manifest_listed > 0
+    # a file touched since (new mtime) is hashed again; --full hashes everything
+    some = next(p for p in (dest / SUBJECT / "T1w").rglob("*") if p.is_file())
+    os.utime(some, ns=(time.time_ns(), time.time_ns()))
+    assert verify()["cached"] == manifest_listed - 1
+    assert verify("--full")["cached"] == 0
