@@ -46,7 +46,7 @@ class Progress:
 
     def start(self, files_total: int, bytes_total: int) -> None:
         self.files_total, self.bytes_total = files_total, bytes_total
-        self._t0 = time.monotonic()
+        self._t0 = self._last = time.monotonic()
         self._emit(None, force=True)
 
     def add_bytes(self, n: int) -> None:
