@@ -93,7 +93,7 @@ async def pull(
     observer: TransferObserver | None = None,
     journal: str | os.PathLike[str] | bool = True,
     reset_journal: bool = False,
-    sync_interval: float = 5.0,
+    sync_interval: float = 30.0,
     verify: bool = True,
 ) -> PullReport:
     """Download a selection (or a ready plan) to ``dest``; returns a :class:`PullReport`.
