@@ -27,12 +27,9 @@ class JournalObserver(TransferObserver):
             return False
         if not stat.S_ISREG(st.st_mode) or st.st_size != obj.size:
             return False
-        state = self.journal.state_of(obj.key)
-        if state == REFETCH:
-            return False
-        if state == COMPLETE:
-            return True
-        return True  # unknown history: a file of the planned size at its final path is trusted
+        # complete, or unknown history (a file of the planned size at its final path is trusted);
+        # only a file marked for refetch (changed on the server, or not durable) is not
+        return self.journal.state_of(obj.key) != REFETCH
 
     def resume_ranges(self, obj: PlannedObject, temp: Path) -> list[tuple[int, int]]:
         j = self.journal
