@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .config import TransferConfig
-from .errors import DestinationError, HcpsyncError, ObjectChangedError, VerificationError
+from .dest import claim_source, prepare_dest, prepare_state_dir
+from .errors import HcpsyncError, JournalError, ObjectChangedError, VerificationError
 from .journal import Journal, Lock, default_journal_path
+from .limits import fit_to_fd_limit
 from .models import DEFAULT_BUCKET, DEFAULT_RELEASE, Failure, Plan, PlannedObject, PullReport, Selection
-from .paths import STATE_DIR
 from .planner import build_plan
 from .progress import Progress, ProgressCallback
-from .resume import JournalObserver
+from .resume import JournalObserver, check_partials
 from .storage import S3Storage, StorageOptions
 from .transfer import CompositeObserver, PoolResult, TransferObserver, TransferPool
 from .verify import plan_for, prepare_pull
@@ -65,20 +66,6 @@ async def plan(
         return the_plan
 
 
-def prepare_dest(dest: str | os.PathLike[str]) -> Path:
-    """Create ``dest`` if needed and check it is a writable folder."""
-    path = Path(dest).expanduser()
-    if path.exists() and not path.is_dir():
-        raise DestinationError(f"destination {path} exists and is not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DestinationError(f"cannot create destination {path}: {exc.strerror}") from exc
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise DestinationError(f"destination {path} is not writable")
-    return path
-
-
 async def pull(
     selection: Selection | Plan,
     dest: str | os.PathLike[str],
@@ -109,36 +96,32 @@ async def pull(
     ``verify``: check each file's MD5 (from the subjects' ``.xdlm`` manifests, else a plain-MD5
     S3 ETag) before it reaches its final path; mismatches are fetched again, then failed.
     """
-    cfg = config or TransferConfig()
+    cfg, notes = fit_to_fd_limit(config or TransferConfig())
     opts = _storage_options(storage, endpoint_url, profile, region, no_sign_request)
     root = prepare_dest(dest)
     t0 = time.monotonic()
-    state_dir = root / STATE_DIR
-    try:
-        state_dir.mkdir(exist_ok=True)
-    except OSError as exc:  # a file in the way, say
-        raise DestinationError(f"cannot create {state_dir}: {exc.strerror}") from exc
-    if state_dir.is_symlink():  # the lock and journal would be written wherever it points
-        raise DestinationError(f"{state_dir} is a symlink; hcpsync needs a real folder there for its journal")
-    lock = Lock(state_dir / "lock")
+    lock = Lock(prepare_state_dir(root) / "lock")
     lock.acquire(f"destination {root}")
     jnl: Journal | None = None
+    jlock: Lock | None = None
     outcome = "interrupted"
     try:
         if journal:
-            jpath = default_journal_path(root) if journal is True else Path(journal)
-            jnl = Journal.open(jpath, reset=reset_journal)
+            jnl, jlock = _open_journal(root, journal, reset_journal)
+        claim_source(root, selection.selection if isinstance(selection, Plan) else selection,
+                     jnl.recorded_source() if jnl is not None else None)
         async with S3Storage(opts, cfg) as s3:
             cache = jnl.checksum_cache() if jnl is not None else None
             prepared = await prepare_pull(s3, selection, dest=root, verify=verify, cache=cache)
             the_plan, verifier = prepared.plan, prepared.verifier
-            notes: list[str] = list(the_plan.notes) + prepared.notes
+            notes += list(the_plan.notes) + prepared.notes
             observers: list[TransferObserver] = [observer] if observer is not None else []
             if verifier is not None:
                 observers.append(verifier)
             syncer: asyncio.Future[None] | None = None
             if jnl is not None:
                 notes += jnl.start_run(the_plan)
+                notes += await check_partials(jnl, the_plan.objects, root)
                 observers.insert(0, JournalObserver(jnl))
                 if sync_interval > 0:
                     syncer = asyncio.ensure_future(_sync_points(jnl, sync_interval))
@@ -192,7 +175,33 @@ async def pull(
                 if outcome != "complete" and not outcome.endswith(" failed"):
                     jnl.end_run(outcome, {})
             jnl.close()
+        if jlock is not None:
+            jlock.release()
         lock.release()
+
+
+def _open_journal(root: Path, journal: str | os.PathLike[str] | bool, reset: bool) -> tuple[Journal, Lock | None]:
+    """Open the pull's journal, bound to ``root``.  A journal outside ``DEST/.hcpsync/`` gets a
+    lock of its own (``<journal>.lock``): two destinations can never use one at once."""
+    default = default_journal_path(root)
+    jpath = default if isinstance(journal, bool) else Path(journal)
+    in_place = os.path.realpath(jpath) == os.path.realpath(default)
+    jlock: Lock | None = None
+    if not in_place:
+        try:
+            jpath.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise JournalError(f"cannot create the folder of journal {jpath}: {exc.strerror or exc}") from exc
+        jlock = Lock(jpath.with_name(jpath.name + ".lock"))
+        jlock.acquire(f"journal {jpath}")
+    try:
+        jnl = Journal.open(jpath, reset=reset)
+        jnl.bind_destination(root, in_place)
+    except BaseException:
+        if jlock is not None:
+            jlock.release()
+        raise
+    return jnl, jlock
 
 
 async def _sync_points(jnl: Journal, interval: float) -> None:

@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS parts (
     end INTEGER NOT NULL,
     synced INTEGER NOT NULL DEFAULT 0,
     seq INTEGER NOT NULL DEFAULT 0,
+    crc INTEGER,
     PRIMARY KEY (key, start)
 );
 CREATE TABLE IF NOT EXISTS runs (
@@ -74,6 +75,13 @@ CREATE TABLE IF NOT EXISTS runs (
     summary TEXT
 );
 """
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a journal of an earlier hcpsync up to this schema (same version, added columns)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(parts)")}
+    if "crc" not in columns:  # ranges recorded without a CRC cannot be checked: fetched again
+        conn.execute("ALTER TABLE parts ADD COLUMN crc INTEGER")
 
 
 def default_journal_path(dest: Path) -> Path:
@@ -212,6 +220,7 @@ class Journal:
             if check is None or check[0] != "ok":
                 raise sqlite3.DatabaseError(str(check[0] if check else "quick_check failed"))
             conn.executescript(_SCHEMA)
+            _migrate(conn)
             version = conn.execute("SELECT value FROM meta WHERE name='version'").fetchone()
             if version is None:
                 conn.execute("INSERT INTO meta VALUES ('version', ?)", (str(SCHEMA_VERSION),))
@@ -325,16 +334,25 @@ class Journal:
     def done_ranges(self, key: str) -> list[tuple[int, int]]:
         return [(a, b) for a, b in self._db.execute("SELECT start, end FROM parts WHERE key=? ORDER BY start", (key,))]
 
-    def drop_parts(self, key: str) -> None:
-        with self._tx():
-            self._db.execute("DELETE FROM parts WHERE key=?", (key,))
+    def recorded_parts(self) -> dict[str, list[tuple[int, int, int | None]]]:
+        """key -> its recorded ranges ``(start, end, crc)``, for every object with any."""
+        out: dict[str, list[tuple[int, int, int | None]]] = {}
+        for key, start, end, crc in self._db.execute("SELECT key, start, end, crc FROM parts ORDER BY key, start"):
+            out.setdefault(key, []).append((start, end, crc))
+        return out
 
-    def record_part(self, part: Part) -> None:
-        """``part``'s bytes are in the temp file: record it at once (a single small commit)."""
+    def drop_ranges(self, ranges: dict[str, list[int]]) -> None:
+        """Forget the recorded ranges ``key -> [start, ...]`` (their bytes are not in the temp file)."""
+        with self._tx():
+            self._db.executemany("DELETE FROM parts WHERE key=? AND start=?",
+                                 [(k, start) for k, starts in ranges.items() for start in starts])
+
+    def record_part(self, part: Part, crc: int) -> None:
+        """``part``'s bytes, of CRC-32 ``crc``, are in the temp file: record it at once (a small commit)."""
         try:
             self._db.execute(
-                "INSERT OR REPLACE INTO parts (key, start, end, synced, seq) VALUES (?,?,?,0,?)",
-                (part.obj.key, part.start, part.end, self._next_seq()),
+                "INSERT OR REPLACE INTO parts (key, start, end, synced, seq, crc) VALUES (?,?,?,0,?,?)",
+                (part.obj.key, part.start, part.end, self._next_seq(), crc),
             )
         except sqlite3.Error as exc:
             raise JournalError(f"journal {self.path}: {exc}") from exc
@@ -343,6 +361,40 @@ class Journal:
         self._rows[obj.key] = (obj.etag, obj.size, COMPLETE)
         self._pending_files.append((obj.size, obj.etag, COMPLETE, mtime_ns, md5, self._next_seq(), obj.key))
         self.maybe_flush()
+
+    def bind_destination(self, dest: Path, default_location: bool) -> None:
+        """Record which destination this journal describes; refuse another one.
+
+        A journal in its default place, ``DEST/.hcpsync/``, moves with its destination and is
+        re-bound silently.  One given with ``--journal`` describes one destination only: its
+        ranges name temp files under that destination.
+        """
+        real = os.path.realpath(dest)
+        row = self._db.execute("SELECT value FROM meta WHERE name='dest'").fetchone()
+        if row is not None and row[0] != real and not default_location:
+            raise JournalError(
+                f"journal {self.path} records pulls into {row[0]}, not {real}: "
+                "give each destination its own journal (the default is DEST/.hcpsync/journal.sqlite)"
+            )
+        with self._tx():
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('dest', ?)", (real,))
+
+    def recorded_source(self) -> dict[str, str] | None:
+        """The bucket and release of the last selection pulled with this journal, if any."""
+        row = self._db.execute("SELECT value FROM meta WHERE name='selection'").fetchone()
+        try:
+            sel = json.loads(row[0]) if row else None
+        except ValueError:
+            return None
+        if not isinstance(sel, dict) or not isinstance(sel.get("bucket"), str) or not isinstance(sel.get("release"), str):
+            return None
+        return {"bucket": sel["bucket"], "release": sel["release"]}
+
+    def record_refetch_path(self, relpath: str) -> None:
+        """The file at ``relpath`` is known bad (``verify`` found it mismatched): fetch it again."""
+        with self._tx():
+            self._db.execute("UPDATE objects SET state=?, synced=0 WHERE relpath=?", (REFETCH, relpath))
+            self._db.execute("DELETE FROM parts WHERE key IN (SELECT key FROM objects WHERE relpath=?)", (relpath,))
 
     def record_refetch(self, obj: PlannedObject) -> None:
         self._rows[obj.key] = (obj.etag, obj.size, REFETCH)
@@ -464,6 +516,11 @@ class JournalChecksums:
     def put(self, relpath: str, size: int, mtime_ns: int, md5: str) -> None:
         self.journal._pending_md5.append((md5, mtime_ns, relpath, size))
         self.journal.maybe_flush()
+
+    def mismatched(self, relpath: str) -> None:
+        """``verify`` found the file at ``relpath`` wrong: the next pull fetches it again."""
+        self.journal.flush()
+        self.journal.record_refetch_path(relpath)
 
 
 def open_journal_if_any(dest: Path) -> Journal | None:

@@ -6,14 +6,16 @@ Two layers of defence:
   ``..`` or ``.`` segments, absolute paths, empty segments, backslashes, NUL and other
   control characters, Windows drive letters.
 * :class:`DestGuard` creates the folders a file needs and checks, with the real file
-  system, that each one resolves inside DEST: a symlink already in the destination
-  pointing elsewhere is refused, not followed.
+  system, that none is a symlink: a symlinked folder, wherever it points, is refused, not
+  followed (two keys could otherwise reach one file through it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import unicodedata
 from pathlib import Path
 
 from .errors import UnsafePathError
@@ -50,9 +52,28 @@ def check_relpath(rel: str) -> str:
     return rel
 
 
+#: the longest file name most file systems accept, in bytes
+NAME_MAX = 255
+
+
+def fold_name(path: str) -> str:
+    """The form under which file systems that fold case or normalise Unicode (macOS, Windows,
+    exFAT, case-folding ext4) store a path: two paths of equal form are one file there."""
+    return unicodedata.normalize("NFC", path).casefold()
+
+
 def temp_path_for(final: Path) -> Path:
-    """The temporary file a download is written to before its rename to ``final``."""
-    return final.with_name(final.name + TEMP_SUFFIX)
+    """The temporary file a download is written to before its rename to ``final``.
+
+    ``<name>.hcpsync-part`` beside it; when that would pass ``NAME_MAX`` bytes (a final name of
+    243-255 bytes), a fixed-length name derived from the final one, so that any name that fits
+    can be downloaded.
+    """
+    name = final.name + TEMP_SUFFIX
+    if len(os.fsencode(name)) > NAME_MAX:
+        digest = hashlib.sha256(os.fsencode(final.name)).hexdigest()[:40]
+        name = f".{digest}{TEMP_SUFFIX}"
+    return final.with_name(name)
 
 
 class DestGuard:
@@ -60,7 +81,6 @@ class DestGuard:
 
     def __init__(self, dest: Path) -> None:
         self.dest = dest
-        self.real_dest = Path(os.path.realpath(dest))
         self._ok: set[str] = {""}
 
     def local_path(self, rel: str) -> Path:
@@ -94,12 +114,10 @@ class DestGuard:
                 raise UnsafePathError(f"a file is in the way of folder {current}/") from exc
             except OSError as exc:
                 raise UnsafePathError(f"cannot create folder {current}/: {exc.strerror}") from exc
-            if path.is_symlink() or not path.is_dir():
-                real = os.path.realpath(path)
-                if not path.is_dir():
-                    raise UnsafePathError(f"a file is in the way of folder {current}/")
-                if not (real == str(self.real_dest) or real.startswith(str(self.real_dest) + os.sep)):
-                    raise UnsafePathError(f"folder {current}/ is a symlink leading outside the destination")
+            if path.is_symlink():
+                raise UnsafePathError(f"folder {current}/ is a symlink; hcpsync does not write through symlinked folders")
+            if not path.is_dir():
+                raise UnsafePathError(f"a file is in the way of folder {current}/")
             self._ok.add(current)
 
     def check_final(self, path: Path) -> None:

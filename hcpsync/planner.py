@@ -9,7 +9,7 @@ from fnmatch import fnmatchcase
 
 from .errors import SelectionError, UnsafePathError
 from .models import ObjectInfo, Plan, PlannedObject, Rejected, Selection
-from .paths import check_relpath
+from .paths import check_relpath, fold_name
 from .storage import S3Storage
 
 #: listings run at once across subjects
@@ -125,6 +125,8 @@ async def build_plan(
 
     objects, clashes = _drop_clashes(objects)
     rejected.extend(clashes)
+    objects, collisions = _drop_collisions(objects)
+    rejected.extend(collisions)
     if not objects and not rejected:
         raise SelectionError(f"the selection matches no object under {where} (check --include/--exclude/--package)")
     objects.sort(key=lambda o: o.key)
@@ -151,4 +153,22 @@ def _drop_clashes(objects: list[PlannedObject]) -> tuple[list[PlannedObject], li
         for o in objects
         if o.relpath in folders
     ]
+    return keep, bad
+
+
+def _drop_collisions(objects: list[PlannedObject]) -> tuple[list[PlannedObject], list[Rejected]]:
+    """Keys that differ only by case or Unicode normalisation would land in one local file on
+    many file systems: refuse every key of such a group, never pick one silently."""
+    groups: dict[str, list[PlannedObject]] = {}
+    for o in objects:
+        groups.setdefault(fold_name(o.relpath), []).append(o)
+    if all(len(g) == 1 for g in groups.values()):
+        return objects, []
+    bad: list[Rejected] = []
+    for group in groups.values():
+        for o in group if len(group) > 1 else ():
+            others = ", ".join(repr(x.key) for x in group if x is not o)
+            bad.append(Rejected(o.key, f"local path collides with {others} (differs only by case or Unicode "
+                                       "normalisation: one file on macOS, Windows, exFAT and case-folding file systems)"))
+    keep = [o for o in objects if len(groups[fold_name(o.relpath)]) == 1]
     return keep, bad

@@ -1,15 +1,31 @@
-"""Connects the journal to the transfer pool: skip what is complete, resume what is partial."""
+"""Connects the journal to the transfer pool: skip what is complete, resume what is partial.
+
+Before a pull resumes anything, :func:`check_partials` reads back every range the journal
+records and keeps only those whose bytes the temp file really holds (their CRC-32 matches):
+a temp file re-created, zero-filled, shortened, or written by another run or another
+destination sharing the journal never lends a range it does not hold.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
+import threading
+import zlib
+from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import HcpsyncError, ObjectChangedError
 from .journal import COMPLETE, REFETCH, Journal
 from .models import Part, PlannedObject
+from .paths import temp_path_for
 from .transfer import TransferObserver
+
+_READ_BLOCK = 1024 * 1024
+_O_READ = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+Recorded = list[tuple[int, int, int | None]]
 
 
 class JournalObserver(TransferObserver):
@@ -28,33 +44,18 @@ class JournalObserver(TransferObserver):
         if not stat.S_ISREG(st.st_mode) or st.st_size != obj.size:
             return False
         # complete, or unknown history (a file of the planned size at its final path is trusted);
-        # only a file marked for refetch (changed on the server, or not durable) is not
+        # only a file marked for refetch (changed on the server, not durable, or found bad) is not
         return self.journal.state_of(obj.key) != REFETCH
 
     def resume_ranges(self, obj: PlannedObject, temp: Path) -> list[tuple[int, int]]:
-        j = self.journal
-        if j.state_of(obj.key) == REFETCH:
+        """The ranges recorded for ``obj`` (checked against the temp file by :func:`check_partials`)."""
+        if self.journal.state_of(obj.key) == REFETCH:
             return []
-        ranges = j.done_ranges(obj.key)
-        if not ranges:
-            return []
-        # trust the disk, not only the journal: keep the ranges the temp file really holds
-        try:
-            st = os.lstat(temp)
-        except OSError:
-            j.drop_parts(obj.key)
-            return []
-        if not stat.S_ISREG(st.st_mode):
-            j.drop_parts(obj.key)
-            return []
-        kept = [(a, b) for a, b in ranges if b <= st.st_size]
-        if len(kept) != len(ranges) and not kept:
-            j.drop_parts(obj.key)
-        return kept
+        return self.journal.done_ranges(obj.key)
 
-    def part_done(self, part: Part, temp: Path) -> None:
+    def part_done(self, part: Part, temp: Path, crc: int) -> None:
         if part.ranged:
-            self.journal.record_part(part)
+            self.journal.record_part(part, crc)
 
     def file_done(self, obj: PlannedObject, path: Path) -> None:
         try:
@@ -70,3 +71,64 @@ class JournalObserver(TransferObserver):
     def file_failed(self, obj: PlannedObject, error: HcpsyncError, kept_partial: bool) -> None:
         if isinstance(error, ObjectChangedError):
             self.journal.record_refetch(obj)
+
+
+async def check_partials(journal: Journal, objects: Iterable[PlannedObject], dest: Path) -> list[str]:
+    """Drop every recorded range of ``objects`` that its temp file under ``dest`` does not hold.
+
+    Reads the recorded ranges back (in a worker thread) and compares their CRC-32 with the
+    one recorded when they were written.  Returns notes for the report.
+    """
+    recorded = journal.recorded_parts()
+    jobs = [(temp_path_for(dest / o.relpath), o.key, recorded[o.key]) for o in objects if o.key in recorded]
+    if not jobs:
+        return []
+    stop = threading.Event()
+    try:
+        bad = await asyncio.to_thread(_bad_ranges, jobs, stop)
+    except asyncio.CancelledError:
+        stop.set()
+        raise
+    if not bad:
+        return []
+    journal.drop_ranges(bad)
+    n = sum(len(v) for v in bad.values())
+    return [f"{n} recorded range(s) of {len(bad)} partial file(s) were not in their temp files "
+            f"(changed or re-created since they were recorded, e.g. {next(iter(bad))}); fetched again"]
+
+
+def _bad_ranges(jobs: list[tuple[Path, str, Recorded]], stop: threading.Event) -> dict[str, list[int]]:
+    """key -> starts of its recorded ranges whose bytes are not in its temp file."""
+    bad: dict[str, list[int]] = {}
+    for temp, key, ranges in jobs:
+        if stop.is_set():
+            break
+        wrong = _wrong_in_file(temp, ranges, stop)
+        if wrong:
+            bad[key] = wrong
+    return bad
+
+
+def _wrong_in_file(temp: Path, ranges: Recorded, stop: threading.Event) -> list[int]:
+    try:
+        fd = os.open(temp, _O_READ)
+    except OSError:
+        return [start for start, _, _ in ranges]
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return [start for start, _, _ in ranges]
+        return [start for start, end, crc in ranges if crc is None or _crc_of(fd, start, end, stop) != crc]
+    finally:
+        os.close(fd)
+
+
+def _crc_of(fd: int, start: int, end: int, stop: threading.Event) -> int | None:
+    """CRC-32 of bytes ``[start, end)`` of ``fd``; None when the file is shorter."""
+    crc, pos = 0, start
+    while pos < end and not stop.is_set():
+        block = os.pread(fd, min(_READ_BLOCK, end - pos), pos)
+        if not block:
+            return None
+        crc = zlib.crc32(block, crc)
+        pos += len(block)
+    return crc if pos == end else None

@@ -20,6 +20,7 @@ import errno
 import hashlib
 import os
 import stat
+import zlib
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,16 +32,18 @@ from .errors import (
     HcpsyncError,
     LocalIOError,
     ObjectChangedError,
+    UnsafePathError,
     VerificationError,
 )
 from .models import Failure, Part, PlannedObject
-from .paths import DestGuard, temp_path_for
+from .paths import DestGuard, fold_name, temp_path_for
 from .progress import Progress
 from .ratelimit import RateLimiter
 from .retry import pause, should_retry
 from .storage import S3Storage
 
-_O_FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_O_OPEN = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_O_CREATE = _O_OPEN | os.O_CREAT | os.O_EXCL
 
 
 class TransferObserver:
@@ -64,8 +67,8 @@ class TransferObserver:
     async def check_file(self, obj: PlannedObject, temp: Path, streamed_md5: str | None) -> None:
         """Called when every byte of ``obj`` is in ``temp``, before the rename.  Raise to reject."""
 
-    def part_done(self, part: Part, temp: Path) -> None:
-        """``part``'s bytes are written to ``temp``."""
+    def part_done(self, part: Part, temp: Path, crc: int) -> None:
+        """``part``'s bytes are written to ``temp``; ``crc`` is their CRC-32 (ranged parts)."""
 
     def file_done(self, obj: PlannedObject, path: Path) -> None:
         """``obj`` is complete at its final ``path``."""
@@ -110,9 +113,9 @@ class CompositeObserver(TransferObserver):
         for o in self.observers:
             await o.check_file(obj, temp, streamed_md5)
 
-    def part_done(self, part: Part, temp: Path) -> None:
+    def part_done(self, part: Part, temp: Path, crc: int) -> None:
         for o in self.observers:
-            o.part_done(part, temp)
+            o.part_done(part, temp, crc)
 
     def file_done(self, obj: PlannedObject, path: Path) -> None:
         for o in self.observers:
@@ -193,6 +196,7 @@ class TransferPool:
         self.limiter = RateLimiter(config.max_bandwidth) if config.max_bandwidth else None
         self.result = PoolResult()
         self._open: dict[str, _FileJob] = {}
+        self._temps: dict[str, str] = {}  # folded temp path -> key being written to it
         self._stop: HcpsyncError | None = None
 
     # -- scheduling ---------------------------------------------------------------------
@@ -230,11 +234,19 @@ class TransferPool:
         parts = split_parts(obj, self.config) if obj.size else []
         ranged = bool(parts) and parts[0].ranged
         resume = self.observer.resume_ranges(obj, temp) if ranged else []
+        try:
+            fd, resume = self._open_temp(temp, resume)
+        except HcpsyncError as err:
+            self._fail_early(obj, err)
+            return None
+        except OSError as exc:
+            self._fail_early(obj, _local_error(exc, temp))
+            return None
         todo = [p for p in parts if not _covered(p.start, p.end, resume)] if resume else parts
         job = _FileJob(obj, final, temp, len(todo) or 1)
         job.landed = len(parts) - len(todo)
+        job.fd = fd
         try:
-            job.fd = os.open(temp, _O_FLAGS | (0 if resume else os.O_TRUNC), 0o644)
             if ranged:
                 if os.fstat(job.fd).st_size != obj.size:
                     os.ftruncate(job.fd, obj.size)
@@ -250,9 +262,27 @@ class TransferPool:
         if not ranged and self.observer.wants_md5(obj):
             job.md5 = hashlib.md5(usedforsecurity=False)
         self._open[obj.key] = job
+        self._temps[fold_name(str(temp))] = obj.key
         if resume:
             self.progress.add_bytes(obj.size - sum(p.length for p in todo))
         return job, todo
+
+    def _open_temp(self, temp: Path, resume: list[tuple[int, int]]) -> tuple[int, list[tuple[int, int]]]:
+        """Open ``temp`` to resume ``resume``, or create it afresh, exclusively: a temp file is
+        never shared by two writers, and one that no journal describes is never reused."""
+        owner = self._temps.get(fold_name(str(temp)))
+        if owner is not None:
+            raise UnsafePathError(f"{temp.name} is already being written for {owner!r} (the two keys map to one local file)")
+        if resume:
+            try:
+                return os.open(temp, _O_OPEN), resume
+            except FileNotFoundError:
+                pass
+        _unlink(temp)
+        try:
+            return os.open(temp, _O_CREATE, 0o644), []
+        except FileExistsError:
+            raise UnsafePathError(f"{temp} was created by another writer at the same time; refusing to share it") from None
 
     def _fail_early(self, obj: PlannedObject, err: HcpsyncError) -> None:
         if isinstance(err, DiskFullError):
@@ -287,7 +317,7 @@ class TransferPool:
                 return
             if part is not None and job.error is None:
                 try:
-                    await self._fetch_part(job, part)
+                    crc = await self._fetch_part(job, part)
                 except HcpsyncError as err:
                     if isinstance(err, DiskFullError):
                         self._stop = err
@@ -300,15 +330,20 @@ class TransferPool:
                         return  # the job stays open; run() abandons it, never renames it
                     if job.error is None:
                         job.landed += 1
-                        self.observer.part_done(part, job.temp)
+                        self.observer.part_done(part, job.temp, crc)
             job.remaining -= 1
             if job.remaining == 0:
                 await self._finish_file(job)
 
-    async def _fetch_part(self, job: _FileJob, part: Part) -> None:
+    async def _fetch_part(self, job: _FileJob, part: Part) -> int:
+        """Fetch ``part`` into the temp file; returns the CRC-32 of its bytes (ranged parts only).
+
+        Returns early, the part cut short, when the run stops or another part of the file failed.
+        """
         obj, cfg = job.obj, self.config
         written = 0
         attempt = 0
+        crc = 0
         fd = job.fd
         assert fd is not None
         while True:
@@ -320,7 +355,7 @@ class TransferPool:
                 ) as body:
                     async for chunk in body.chunks(cfg.chunk_size):
                         if job.error is not None or self._stop is not None:
-                            return  # another part of this file failed, or the run is stopping
+                            return crc  # another part of this file failed, or the run is stopping
                         if self.limiter is not None:
                             await self.limiter.acquire(len(chunk))
                         try:
@@ -329,10 +364,12 @@ class TransferPool:
                             raise _local_error(exc, job.temp) from exc
                         if job.md5 is not None:
                             job.md5.update(chunk)
+                        elif part.ranged:
+                            crc = zlib.crc32(chunk, crc)
                         written += len(chunk)
                         self.result.transferred_bytes += len(chunk)
                         self.progress.add_bytes(len(chunk))
-                return
+                return crc
             except HcpsyncError as err:
                 if not should_retry(cfg, err, attempt) or job.error is not None or self._stop is not None:
                     raise  # given up; or the file already failed, or the run stops: no more requests
@@ -351,6 +388,7 @@ class TransferPool:
                     raise LocalIOError(f"{obj.relpath}: temp file is {size} bytes, expected {obj.size}")
                 streamed = job.md5.hexdigest() if job.md5 is not None else None
                 await self.observer.check_file(obj, job.temp, streamed)
+                self._check_same_file(job)
                 self._close(job)
                 self.guard.check_final(job.final)
                 os.replace(job.temp, job.final)
@@ -360,6 +398,7 @@ class TransferPool:
                 err = _local_error(exc, job.final)
         self._close(job)
         self._open.pop(obj.key, None)
+        self._temps.pop(fold_name(str(job.temp)), None)
         if err is None:
             self.result.transferred_files += 1
             self.observer.file_done(obj, job.final)
@@ -380,6 +419,14 @@ class TransferPool:
         self.observer.file_failed(obj, err, keep)
         self.progress.file_done(obj.key, ok=False)
 
+    @staticmethod
+    def _check_same_file(job: _FileJob) -> None:
+        """The temp file's path still names the file this run wrote: rename nothing else."""
+        assert job.fd is not None
+        mine, there = os.fstat(job.fd), os.lstat(job.temp)
+        if (mine.st_ino, mine.st_dev) != (there.st_ino, there.st_dev):
+            raise LocalIOError(f"{job.temp} was replaced by another writer during the download; not renaming it")
+
     def _close(self, job: _FileJob) -> None:
         if job.fd is not None:
             try:
@@ -394,6 +441,7 @@ class TransferPool:
             if not self.observer.keep_partial:
                 _unlink(job.temp)
         self._open.clear()
+        self._temps.clear()
 
 
 def _local_error(exc: OSError, path: Path) -> HcpsyncError:

@@ -87,6 +87,9 @@ class VerifiedCache(Protocol):
 
     def put(self, relpath: str, size: int, mtime_ns: int, md5: str) -> None: ...
 
+    def mismatched(self, relpath: str) -> None:
+        """``verify`` found the file wrong: whatever remembers it must not call it complete."""
+
 
 class NullVerifiedCache:
     """Remembers nothing: every verify hashes every file (the default)."""
@@ -95,6 +98,9 @@ class NullVerifiedCache:
         return None
 
     def put(self, relpath: str, size: int, mtime_ns: int, md5: str) -> None:
+        return None
+
+    def mismatched(self, relpath: str) -> None:
         return None
 
 
@@ -112,6 +118,9 @@ class MemoryVerifiedCache:
 
     def put(self, relpath: str, size: int, mtime_ns: int, md5: str) -> None:
         self.entries[relpath] = (size, mtime_ns, md5)
+
+    def mismatched(self, relpath: str) -> None:
+        return None  # the entry holds the file's actual MD5, which contradicts its manifest
 
 
 # --- manifests -----------------------------------------------------------------------------------
@@ -831,6 +840,9 @@ async def verify_tree(
                 checks.append(FileCheck(rel, "unlisted", size=st.st_size))
 
     checks.sort(key=lambda c: c.relpath)
+    for chk in checks:
+        if chk.status == "mismatched":
+            the_cache.mismatched(chk.relpath)
     return VerifyReport(
         dest=str(root),
         source=mset.source,

@@ -131,8 +131,8 @@ async def test_symlinks_in_dest_leading_outside_are_not_followed(
         f"{SUBJ}T1w/xfms/acpc.mat": b"mat",  # below that symlinked folder
         f"{SUBJ}MNINonLinear/victim.txt": b"evil: through a file symlink",  # final path is a symlink
         f"{SUBJ}MNINonLinear/dangling.txt": b"evil: through a dangling symlink",
-        f"{SUBJ}MNINonLinear/tmp.txt": b"evil: through a symlinked temp file",
-        f"{SUBJ}MNINonLinear/inside/ok.txt": b"fine: a symlink that stays inside DEST",
+        f"{SUBJ}MNINonLinear/tmp.txt": b"a planted temp symlink is replaced, never followed",
+        f"{SUBJ}MNINonLinear/inside/x.txt": b"refused: a symlinked folder inside DEST could alias another",
         f"{SUBJ}release-notes.txt": det_bytes(3_000, "notes"),
     }
     fast_put(bucket, objects)
@@ -152,18 +152,20 @@ async def test_symlinks_in_dest_leading_outside_are_not_followed(
     failed = {f.key: f.reason for f in report.failed}
     assert set(failed) == {
         f"{SUBJ}T1w/T1w_acpc_dc.nii.gz", f"{SUBJ}T1w/xfms/acpc.mat", f"{SUBJ}MNINonLinear/victim.txt",
-        f"{SUBJ}MNINonLinear/dangling.txt", f"{SUBJ}MNINonLinear/tmp.txt",
+        f"{SUBJ}MNINonLinear/dangling.txt", f"{SUBJ}MNINonLinear/inside/x.txt",
     }, failed
-    assert "symlink" in failed[f"{SUBJ}T1w/T1w_acpc_dc.nii.gz"] and "outside" in failed[f"{SUBJ}T1w/xfms/acpc.mat"]
+    assert "symlink" in failed[f"{SUBJ}T1w/T1w_acpc_dc.nii.gz"] and "symlink" in failed[f"{SUBJ}T1w/xfms/acpc.mat"]
+    assert "symlink" in failed[f"{SUBJ}MNINonLinear/inside/x.txt"]
     assert "symlink" in failed[f"{SUBJ}MNINonLinear/victim.txt"]
     assert "symlink" in failed[f"{SUBJ}MNINonLinear/dangling.txt"]
     # the outside folder is exactly as it was: no new file, the victim intact
     assert snapshot(tmp_path, skip=dest) == before
     assert sorted(p.name for p in outside.iterdir()) == ["victim.txt"]
     assert (outside / "victim.txt").read_bytes() == b"do not overwrite"
-    # the planted links are left alone, and the safe objects landed (through the inside symlink too)
+    # the planted links are left alone (the temp one replaced, not followed), and the safe objects landed
     assert os.readlink(dest / "100307/MNINonLinear/victim.txt") == str(outside / "victim.txt")
-    assert (dest / "elsewhere/ok.txt").read_bytes() == objects[f"{SUBJ}MNINonLinear/inside/ok.txt"]
+    assert list((dest / "elsewhere").iterdir()) == []
+    assert (dest / "100307/MNINonLinear/tmp.txt").read_bytes() == objects[f"{SUBJ}MNINonLinear/tmp.txt"]
     assert (dest / "100307/release-notes.txt").read_bytes() == objects[f"{SUBJ}release-notes.txt"]
     assert report.transferred_files == 2
 
