@@ -458,7 +458,8 @@ class PullVerifier(TransferObserver):
         md5 = self._checked.pop(obj.key, _UNVERIFIED)
         if md5 == _UNVERIFIED:
             self.unverified_files += 1
-            self.encrypted_files += obj.key in self._etag_not_md5 and self.index.lookup(obj.relpath) is None
+            if obj.key in self._etag_not_md5 and self.index.lookup(obj.relpath) is None:
+                self.encrypted_files += 1
             self._etag_not_md5.discard(obj.key)
             return
         self._etag_not_md5.discard(obj.key)
