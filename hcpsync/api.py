@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from .config import TransferConfig
 from .dest import claim_source, prepare_dest, prepare_state_dir
-from .errors import HcpsyncError, JournalError, ObjectChangedError, VerificationError
+from .errors import EtagMismatchError, HcpsyncError, JournalError, ObjectChangedError, VerificationError
 from .journal import Journal, Lock, default_journal_path
 from .limits import fit_to_fd_limit
 from .models import DEFAULT_BUCKET, DEFAULT_RELEASE, Failure, Plan, PlannedObject, PullReport, Selection
@@ -38,6 +38,8 @@ T = TypeVar("T")
 
 #: extra rounds for objects that changed on the server mid-pull or failed verification
 _REFETCH_ROUNDS = 2
+#: extra rounds for a mismatch with the S3 ETag (a weak signal: an ETag is not always an MD5)
+_ETAG_REFETCH_ROUNDS = 1
 
 
 def _storage_options(
@@ -242,7 +244,7 @@ async def _run_rounds(
                 notes.append(f"{obj.key} changed on the server during the pull; fetched again")
                 prog.files_failed -= 1
                 again.append(PlannedObject(obj.key, info.size, info.etag, obj.relpath))
-            elif round_no < rounds and res.fatal is None and isinstance(err, VerificationError):
+            elif round_no < _verify_rounds(err, rounds) and res.fatal is None and isinstance(err, VerificationError):
                 notes.append(f"{obj.key} failed verification ({err}); fetched again")
                 prog.files_failed -= 1
                 prog.remove_bytes(obj.size)  # its bytes were counted; they come again
@@ -253,6 +255,11 @@ async def _run_rounds(
             break
         objects = again
     return total, notes
+
+
+def _verify_rounds(err: HcpsyncError, rounds: int) -> int:
+    """Extra rounds a file that failed verification with ``err`` gets."""
+    return min(rounds, _ETAG_REFETCH_ROUNDS) if isinstance(err, EtagMismatchError) else rounds
 
 
 def _schedule(objects: Sequence[PlannedObject], cfg: TransferConfig) -> list[PlannedObject]:

@@ -74,6 +74,8 @@ def add_transfer_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-bandwidth", default=None, metavar="RATE", help="cap across all workers, e.g. 200MB/s or 1Gbit/s")
     g.add_argument("--retries", type=int, default=d.retries, help=f"retries per request for throttling/5xx/resets (default {d.retries})")
     g.add_argument("--read-timeout", type=float, default=d.read_timeout, help=f"seconds without data before a connection is retried (default {d.read_timeout:g})")
+    g.add_argument("--low-speed-limit", default=None, metavar="RATE", help="a body slower than RATE over --low-speed-time is retried, e.g. 10KB/s; 0: off (default 1KiB/s)")
+    g.add_argument("--low-speed-time", type=float, default=d.low_speed_time, metavar="S", help=f"seconds of network wait the low-speed limit is measured over (default {d.low_speed_time:g})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,7 +178,14 @@ def config_from(args: argparse.Namespace) -> TransferConfig:
         concurrency=args.concurrency, part_size=part, multipart_threshold=threshold,
         max_bandwidth=parse_rate(args.max_bandwidth) if args.max_bandwidth else None,
         retries=args.retries, read_timeout=args.read_timeout,
+        low_speed_limit=_low_speed(args.low_speed_limit, d.low_speed_limit), low_speed_time=args.low_speed_time,
     )
+
+
+def _low_speed(text: str | None, default: int) -> int:
+    if text is None:
+        return default
+    return 0 if text.strip() in ("0", "0/s") else parse_rate(text)
 
 
 # -- output ------------------------------------------------------------------------------

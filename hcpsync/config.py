@@ -43,6 +43,12 @@ class TransferConfig:
         Full-jitter exponential backoff: sleep ``uniform(0, min(max, base * 2**attempt))``.
     ``connect_timeout`` / ``read_timeout``
         Seconds; a connection that sends no byte for ``read_timeout`` is abandoned and retried.
+    ``low_speed_limit`` / ``low_speed_time``
+        A body arriving slower than ``low_speed_limit`` bytes/s over ``low_speed_time`` seconds
+        (1 KiB/s over 30 s by default; 0 turns it off) is abandoned and retried, resuming from
+        its last byte, like curl's ``--speed-limit``/``--speed-time``: a server that drips a
+        byte now and then never trips ``read_timeout``.  Only time spent waiting on the network
+        counts, not time waiting on ``max_bandwidth``, so a bandwidth cap never trips it.
 
     Memory: the bytes hcpsync itself holds for bodies are bounded by
     ``concurrency x chunk_size`` (64 x 256 KiB = 16 MiB by default), whatever the file
@@ -59,6 +65,8 @@ class TransferConfig:
     backoff_max: float = 10.0
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
+    low_speed_limit: int = 1 * KiB
+    low_speed_time: float = 30.0
 
     def __post_init__(self) -> None:
         if self.concurrency < 1 or self.concurrency > 4096:
@@ -75,6 +83,8 @@ class TransferConfig:
             raise UsageError(f"retries must be >= 0, got {self.retries}")
         if self.read_timeout <= 0 or self.connect_timeout <= 0:
             raise UsageError("timeouts must be positive")
+        if self.low_speed_limit < 0 or self.low_speed_time <= 0:
+            raise UsageError("the low-speed limit must be >= 0 (0: off) and the low-speed time positive")
 
     @property
     def memory_bound(self) -> int:

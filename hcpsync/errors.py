@@ -93,6 +93,18 @@ class RangeMismatchError(TransientError):
     """The server answered a different Content-Range than the one asked for."""
 
 
+class BadResponseError(StorageError):
+    """The server's answer breaks the S3 protocol in a way another try would not mend: a listing
+    whose continuation token loops or is missing, a body without Content-Length, compressed in
+    transit or under a weak ETag (a proxy, not the stored bytes)."""
+
+
+class RedirectError(StorageError):
+    """The endpoint redirected a request (301/307): the bucket is served by another endpoint."""
+
+    exit_code = 2
+
+
 # --- local side ---------------------------------------------------------------------------
 
 
@@ -124,3 +136,8 @@ class VerificationError(HcpsyncError):
     """A file's checksum does not match its manifest."""
 
     retryable = True
+
+
+class EtagMismatchError(VerificationError):
+    """A file's MD5 differs from its S3 ETag (no manifest lists it): a weaker signal than a
+    manifest's, since an ETag is not always an MD5; fetched again once at most."""

@@ -11,20 +11,23 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from aiobotocore.config import AioConfig
+from aiobotocore.httpsession import AIOHTTPSession
 from aiobotocore.session import AioSession
 from botocore import UNSIGNED
 from botocore import exceptions as bce
-from botocore.config import Config
 
 from .config import TransferConfig
 from .errors import (
     AccessDeniedError,
+    BadResponseError,
     CredentialsError,
     EndpointError,
     HcpsyncError,
@@ -32,6 +35,7 @@ from .errors import (
     NoSuchKeyError,
     ObjectChangedError,
     RangeMismatchError,
+    RedirectError,
     ShortReadError,
     StorageError,
     ThrottledError,
@@ -123,6 +127,21 @@ def translate_code(code: str, status: int, message: str, bucket: str, key: str |
     return StorageError(f"{code or status} on {where}: {msg}")
 
 
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+
+def redirect_error(status: int, headers: Any, bucket: str, key: str | None = None) -> RedirectError:
+    """A 3xx answer, with where it points (the Location without its query) and what to do."""
+    location = str(headers.get("location") or headers.get("Location") or "").partition("?")[0]
+    region = headers.get("x-amz-bucket-region")
+    fix = f"--region {region}" if region else "the bucket's --region (on AWS)"
+    return RedirectError(
+        f"the S3 endpoint answered {status} redirect for {_where(bucket, key)}"
+        f"{f' to {location}' if location else ''}: the bucket is served by another endpoint; "
+        f"pass that endpoint with --endpoint-url, or {fix}"
+    )
+
+
 def translate(exc: BaseException, bucket: str, key: str | None = None) -> HcpsyncError:
     """Turn any S3/transport exception into an :class:`HcpsyncError` with a one-line message."""
     if isinstance(exc, HcpsyncError):
@@ -130,8 +149,11 @@ def translate(exc: BaseException, bucket: str, key: str | None = None) -> Hcpsyn
     where = _where(bucket, key)
     if isinstance(exc, bce.ClientError):
         err = exc.response.get("Error", {}) or {}
-        code = str(err.get("Code", "")) or str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        meta = exc.response.get("ResponseMetadata", {}) or {}
+        code = str(err.get("Code", "")) or str(meta.get("HTTPStatusCode", ""))
+        status = int(meta.get("HTTPStatusCode", 0) or 0)
+        if status in _REDIRECTS:
+            return redirect_error(status, meta.get("HTTPHeaders", {}) or {}, bucket, key)
         return translate_code(code, status, str(err.get("Message", "")), bucket, key)
     if isinstance(exc, bce.NoCredentialsError | bce.PartialCredentialsError):
         return CredentialsError(f"no AWS credentials found. {CREDENTIALS_HINT} (or --no-sign-request for public data)")
@@ -163,40 +185,123 @@ def translate(exc: BaseException, bucket: str, key: str | None = None) -> Hcpsyn
     return StorageError(f"unexpected {type(exc).__name__} on {where}")
 
 
-class Body:
-    """A GET response body being streamed.  Iterate :meth:`chunks`; counts what it yields."""
+class _SpeedFloor:
+    """curl's ``--speed-limit/--speed-time``: fails a body that arrives under ``limit`` bytes/s
+    over ``period`` seconds of waiting on the network (time the caller spends elsewhere, on a
+    bandwidth cap say, is not counted).  ``limit`` 0: never fails."""
 
-    def __init__(self, raw: Any, bucket: str, key: str, length: int, stats: StorageStats) -> None:
+    def __init__(self, limit: int, period: float) -> None:
+        self.limit = limit
+        self.period = period
+        self._waited = 0.0
+        self._bytes = 0
+
+    def add(self, waited: float, nbytes: int, where: str) -> None:
+        if not self.limit:
+            return
+        self._waited += waited
+        self._bytes += nbytes
+        if self._waited < self.period:
+            return
+        rate = self._bytes / self._waited
+        self._waited, self._bytes = 0.0, 0
+        if rate < self.limit:
+            raise TransientError(
+                f"{where} arrives at {rate:.0f} B/s, under the low-speed limit of {self.limit} B/s "
+                f"for {self.period:g} s (--low-speed-limit/--low-speed-time)"
+            )
+
+
+class Body:
+    """A GET response body being streamed.  Iterate :meth:`chunks`; counts what it yields.
+
+    ``etag_is_md5`` is False when the object is encrypted with SSE-KMS or SSE-C: S3 documents
+    that such an object's ETag is not the MD5 of its bytes, even when it has 32 hex digits.
+    """
+
+    def __init__(self, raw: Any, bucket: str, key: str, length: int, stats: StorageStats,
+                 floor: _SpeedFloor | None = None) -> None:
         self._raw = raw
         self._bucket = bucket
         self._key = key
         self.length = length
         self.received = 0
         self._stats = stats
+        self._floor = floor or _SpeedFloor(0, 1.0)
+        self.etag_is_md5 = not _encrypted(getattr(raw, "headers", {}))
 
     async def chunks(self, size: int) -> AsyncIterator[bytes]:
         content = self._raw.content if hasattr(self._raw, "content") else None
+        read = content.read if content is not None else self._raw.read
+        where = f"s3://{self._bucket}/{self._key}"
         try:
             while True:
-                if content is not None:
-                    data = await content.read(size)
-                else:
-                    data = await self._raw.read(size)
+                t0 = time.monotonic()
+                data = await read(size)
+                self._floor.add(time.monotonic() - t0, len(data), where)
                 if not data:
                     break
                 self.received += len(data)
                 self._stats.bytes_received += len(data)
                 if self.received > self.length:
-                    raise RangeMismatchError(f"s3://{self._bucket}/{self._key}: body longer than its headers said")
+                    raise RangeMismatchError(f"{where}: body longer than its headers said")
                 yield data
         except HcpsyncError:
             raise
         except Exception as exc:
             raise translate(exc, self._bucket, self._key) from exc
         if self.received < self.length:
-            raise ShortReadError(
-                f"connection closed after {self.received} of {self.length} bytes of s3://{self._bucket}/{self._key}"
-            )
+            raise ShortReadError(f"connection closed after {self.received} of {self.length} bytes of {where}")
+
+
+def _encrypted(headers: Any) -> bool:
+    """Whether response headers say SSE-KMS (``aws:kms``, ``aws:kms:dsse``) or SSE-C."""
+    sse = str(headers.get("x-amz-server-side-encryption", "")).lower()
+    return sse.startswith("aws:kms") or "x-amz-server-side-encryption-customer-algorithm" in headers
+
+
+class _NoRedirects:
+    """An aiohttp session whose requests never follow redirects (see :class:`_UnredirectedHTTP`)."""
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        return self._session.request(*args, **{**kwargs, "allow_redirects": False})
+
+
+class _UnredirectedHTTP(AIOHTTPSession):  # type: ignore[misc]
+    """aiobotocore's HTTP session, minus aiohttp's own redirect following.
+
+    aiobotocore sends through ``aiohttp.ClientSession.request`` with aiohttp's default
+    ``allow_redirects=True``: a 301/307 with a Location is followed to the other host (minus the
+    Authorization header), and botocore only sees that host's answer ("NoSuchBucket", say).
+    Unfollowed, the 3xx reaches botocore's S3 region redirector (which re-signs AWS's own
+    cross-region redirects) and then :func:`translate`, which reports it.
+    """
+
+    async def _get_session(self, proxy_url: Any) -> Any:
+        return _NoRedirects(await super()._get_session(proxy_url))
+
+
+def _check_body_headers(headers: Any, where: str, expected: int | None) -> None:
+    """Refuse answers that cannot carry the stored bytes as they are: no Content-Length
+    (chunked), a body compressed in transit (Content-Encoding, and a length that is not the
+    object's or range's), a weak ETag.  Each is a proxy or server misbehaving: another try
+    would get the same, so :class:`BadResponseError` (not retried), with the true reason."""
+    etag = str(headers.get("ETag", ""))
+    if etag.startswith(("W/", "w/")):
+        raise BadResponseError(f"{where}: weak ETag {etag[:60]}: a proxy is not serving the stored bytes")
+    length = headers.get("Content-Length")
+    if length is None or not str(length).strip().isdigit():
+        how = "chunked transfer" if "chunked" in str(headers.get("Transfer-Encoding", "")).lower() else "none given"
+        raise BadResponseError(f"{where}: the server sent no Content-Length ({how}); hcpsync needs the object's length")
+    encoding = str(headers.get("Content-Encoding", "")).strip()
+    if encoding.lower() not in ("", "identity") and expected is not None and int(length) != expected:
+        raise BadResponseError(
+            f"{where}: the body is compressed in transit (Content-Encoding: {encoding[:40]}, "
+            f"{int(length)} bytes for {expected}); hcpsync needs the stored bytes"
+        )
 
 
 class S3Storage:
@@ -220,7 +325,8 @@ class S3Storage:
             region = opts.region or session.get_config_variable("region") or "us-east-1"
         except bce.BotoCoreError as exc:
             raise translate(exc, "-") from exc
-        cfg = Config(
+        cfg = AioConfig(
+            http_session_cls=_UnredirectedHTTP,
             max_pool_connections=self.config.concurrency,
             connect_timeout=self.config.connect_timeout,
             read_timeout=self.config.read_timeout,
@@ -262,6 +368,7 @@ class S3Storage:
     ]:
         """Yield ``(objects, common_prefixes)`` one ListObjectsV2 page at a time."""
         token: str | None = None
+        seen: set[str] = set()
         while True:
             kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, **self._extra()}
             if delimiter:
@@ -289,11 +396,33 @@ class S3Storage:
             ]
             prefixes = [p["Prefix"] for p in resp.get("CommonPrefixes", []) or []]
             yield objs, prefixes
-            if not resp.get("IsTruncated"):
+            token = self._next_token(resp, bucket, prefix, seen)
+            if token is None:
                 return
-            token = resp.get("NextContinuationToken")
-            if not token:
-                return
+
+    def _next_token(self, resp: dict[str, Any], bucket: str, prefix: str, seen: set[str]) -> str | None:
+        """The continuation token of a listing page; None on the last page.  A truncated page
+        without a token, or a token seen before (a listing that would never end), is an error."""
+        if not resp.get("IsTruncated"):
+            return None
+        where = _where(bucket, prefix or None)
+        token = resp.get("NextContinuationToken")
+        err: BadResponseError | None = None
+        if not token:
+            err = BadResponseError(
+                f"the listing of {where} is truncated (IsTruncated) but has no continuation token: "
+                "the server's listing is broken and the rest of it cannot be fetched"
+            )
+        elif token in seen:
+            err = BadResponseError(
+                f"the listing of {where} loops: the server sent continuation token {str(token)[:40]!r} twice "
+                f"(after {len(seen)} pages); the server's listing is broken"
+            )
+        if err is not None:
+            self._count_error(err)
+            raise err
+        seen.add(str(token))
+        return str(token)
 
     async def head(self, bucket: str, key: str) -> ObjectInfo:
         self.stats.requests += 1
@@ -336,34 +465,45 @@ class S3Storage:
             self._count_error(err)
             raise err from exc
         try:
+            if resp.status in _REDIRECTS:
+                raise redirect_error(resp.status, resp.headers, bucket, key)
             if resp.status >= 300:
                 try:
                     code, message = parse_error(await resp.content.read(65536))
                 except Exception:
                     code, message = "", ""
                 raise translate_code(code, resp.status, message, bucket, key)
-            length = int(resp.headers.get("Content-Length", -1))
-            if ranged:
-                if resp.status != 206:
-                    raise RangeMismatchError(f"s3://{bucket}/{key}: asked for a range, got the whole object")
-                self._check_range(bucket, key, resp.headers.get("Content-Range"), start, end, total)
-                want = (end - start) if end is not None else length
-            else:
-                want = length
-                if total is not None and length != total:
-                    raise ObjectChangedError(
-                        f"s3://{bucket}/{key} is {length} bytes on the server, {total} were planned: it changed"
-                    )
-            if etag and resp.headers.get("ETag", "").strip('"') not in ("", etag):
-                raise ObjectChangedError(f"s3://{bucket}/{key} changed on the server (ETag differs)")
-            if length != want:
-                raise RangeMismatchError(f"s3://{bucket}/{key}: Content-Length {length}, expected {want}")
-            yield Body(resp, bucket, key, want, self.stats)
+            want = self._check_answer(resp, bucket, key, start, end, total, etag)
+            floor = _SpeedFloor(self.config.low_speed_limit, self.config.low_speed_time)
+            yield Body(resp, bucket, key, want, self.stats, floor)
         except HcpsyncError as err:
             self._count_error(err)
             raise
         finally:
             resp.close()
+
+    def _check_answer(self, resp: Any, bucket: str, key: str, start: int, end: int | None, total: int | None,
+                      etag: str | None) -> int:
+        """Check a 2xx answer's headers against what was asked; return the body length to read."""
+        where = f"s3://{bucket}/{key}"
+        ranged = not (start == 0 and end is None)
+        stop = end if end is not None else total
+        _check_body_headers(resp.headers, where, stop - start if stop is not None else None)
+        length = int(resp.headers["Content-Length"])
+        if ranged:
+            if resp.status != 206:
+                raise RangeMismatchError(f"{where}: asked for a range, got the whole object")
+            self._check_range(bucket, key, resp.headers.get("Content-Range"), start, end, total)
+            want = (end - start) if end is not None else length
+        else:
+            want = length
+            if total is not None and length != total:
+                raise ObjectChangedError(f"{where} is {length} bytes on the server, {total} were planned: it changed")
+        if etag and resp.headers.get("ETag", "").strip('"') not in ("", etag):
+            raise ObjectChangedError(f"{where} changed on the server (ETag differs)")
+        if length != want:
+            raise RangeMismatchError(f"{where}: Content-Length {length}, expected {want}")
+        return want
 
     @staticmethod
     def _check_range(bucket: str, key: str, header: str | None, start: int, end: int | None, total: int | None) -> None:

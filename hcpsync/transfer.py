@@ -67,6 +67,9 @@ class TransferObserver:
     async def check_file(self, obj: PlannedObject, temp: Path, streamed_md5: str | None) -> None:
         """Called when every byte of ``obj`` is in ``temp``, before the rename.  Raise to reject."""
 
+    def etag_not_md5(self, obj: PlannedObject) -> None:
+        """A GET of ``obj`` said its ETag is not an MD5 (SSE-KMS, SSE-C); called before :meth:`check_file`."""
+
     def part_done(self, part: Part, temp: Path, crc: int) -> None:
         """``part``'s bytes are written to ``temp``; ``crc`` is their CRC-32 (ranged parts)."""
 
@@ -113,6 +116,10 @@ class CompositeObserver(TransferObserver):
         for o in self.observers:
             await o.check_file(obj, temp, streamed_md5)
 
+    def etag_not_md5(self, obj: PlannedObject) -> None:
+        for o in self.observers:
+            o.etag_not_md5(obj)
+
     def part_done(self, part: Part, temp: Path, crc: int) -> None:
         for o in self.observers:
             o.part_done(part, temp, crc)
@@ -150,7 +157,7 @@ class PoolResult:
 
 
 class _FileJob:
-    __slots__ = ("error", "fd", "final", "landed", "md5", "obj", "remaining", "temp")
+    __slots__ = ("error", "etag_is_md5", "fd", "final", "landed", "md5", "obj", "remaining", "temp")
 
     def __init__(self, obj: PlannedObject, final: Path, temp: Path, remaining: int) -> None:
         self.obj = obj
@@ -161,6 +168,7 @@ class _FileJob:
         self.error: HcpsyncError | None = None
         self.md5: Any = None
         self.landed = 0  # parts whose bytes are in the temp file (this run or resumed)
+        self.etag_is_md5 = True  # False once a GET said SSE-KMS / SSE-C (the ETag is no MD5)
 
 
 def split_parts(obj: PlannedObject, config: TransferConfig) -> list[Part]:
@@ -353,6 +361,7 @@ class TransferPool:
                 async with self.storage.get(
                     self.bucket, obj.key, start=start, end=end, etag=obj.etag or None, total=obj.size
                 ) as body:
+                    job.etag_is_md5 = job.etag_is_md5 and body.etag_is_md5
                     async for chunk in body.chunks(cfg.chunk_size):
                         if job.error is not None or self._stop is not None:
                             return crc  # another part of this file failed, or the run is stopping
@@ -387,6 +396,8 @@ class TransferPool:
                 if size != obj.size:
                     raise LocalIOError(f"{obj.relpath}: temp file is {size} bytes, expected {obj.size}")
                 streamed = job.md5.hexdigest() if job.md5 is not None else None
+                if not job.etag_is_md5:
+                    self.observer.etag_not_md5(obj)
                 await self.observer.check_file(obj, job.temp, streamed)
                 self._check_same_file(job)
                 self._close(job)

@@ -45,6 +45,7 @@ from .errors import (
     CredentialsError,
     DestinationError,
     EndpointError,
+    EtagMismatchError,
     HcpsyncError,
     ManifestError,
     SelectionError,
@@ -386,8 +387,10 @@ class PullVerifier(TransferObserver):
         self.cache: VerifiedCache = cache if cache is not None else NullVerifiedCache()
         self.verified_files = 0
         self.unverified_files = 0
-        #: notes for the report (manifest problems found by a deferred load)
-        self.notes: list[str] = []
+        #: files size-checked only because their GET said SSE-KMS/SSE-C (their ETag is no MD5)
+        self.encrypted_files = 0
+        self._problems: list[str] = []
+        self._etag_not_md5: set[str] = set()
         self._loader = loader if index is None else None
         self._lock = asyncio.Lock()
         self._source: dict[str, str] = {}
@@ -411,16 +414,29 @@ class PullVerifier(TransferObserver):
             try:
                 mset = await loader()
             except HcpsyncError as err:
-                self.notes.append(f"could not fetch the .xdlm manifests ({err}); files were checked against S3 ETags only")
+                self._problems.append(f"could not fetch the .xdlm manifests ({err}); files were checked against S3 ETags only")
                 return
-            self.notes.extend(manifest_notes(mset))
+            self._problems.extend(manifest_notes(mset))
             self._set_index(mset.index)
+
+    @property
+    def notes(self) -> list[str]:
+        """Notes for the report: manifest problems found by a deferred load, encrypted files."""
+        if not self.encrypted_files:
+            return list(self._problems)
+        return [*self._problems, f"{self.encrypted_files} file(s) encrypted with SSE-KMS or SSE-C and listed in no "
+                "manifest: their S3 ETag is not an MD5, so they are size-checked only"]
+
+    def etag_not_md5(self, obj: PlannedObject) -> None:
+        self._etag_not_md5.add(obj.key)
 
     def expected(self, obj: PlannedObject) -> tuple[str, str] | None:
         """(expected MD5, where it comes from), or None when nothing says."""
         md5 = self.index.lookup(obj.relpath)
         if md5 is not None:
             return md5, f"manifest {self._source.get(obj.relpath, '?')}"
+        if obj.key in self._etag_not_md5:
+            return None
         from_etag = etag_md5(obj.etag)
         if from_etag is not None:
             return from_etag, "S3 ETag"
@@ -439,6 +455,11 @@ class PullVerifier(TransferObserver):
         want, source = exp
         if actual != want:
             self._checked.pop(obj.key, None)
+            if source == "S3 ETag":
+                raise EtagMismatchError(
+                    f"MD5 mismatch with the S3 ETag: expected {want}, got {actual} (the expected value came from "
+                    "the S3 ETag, as no manifest lists the file; an ETag is not always an MD5)"
+                )
             raise VerificationError(f"MD5 mismatch with the {source}: expected {want}, got {actual}")
         self._checked[obj.key] = actual
 
@@ -446,7 +467,11 @@ class PullVerifier(TransferObserver):
         md5 = self._checked.pop(obj.key, _UNVERIFIED)
         if md5 == _UNVERIFIED:
             self.unverified_files += 1
+            if obj.key in self._etag_not_md5 and self.index.lookup(obj.relpath) is None:
+                self.encrypted_files += 1
+            self._etag_not_md5.discard(obj.key)
             return
+        self._etag_not_md5.discard(obj.key)
         self.verified_files += 1
         try:
             st = os.stat(path)
@@ -456,6 +481,7 @@ class PullVerifier(TransferObserver):
 
     def file_failed(self, obj: PlannedObject, error: HcpsyncError, kept_partial: bool) -> None:
         self._checked.pop(obj.key, None)
+        self._etag_not_md5.discard(obj.key)
 
     def _cached(self, obj: PlannedObject, path: Path) -> tuple[str | None, str | None]:
         exp = self.expected(obj)

@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import gzip
+import hashlib
 import random
 import re
 import socket
@@ -31,7 +33,7 @@ import uuid
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal, get_args
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import aiohttp
 from aiohttp import web
@@ -40,7 +42,8 @@ from yarl import URL
 
 RequestKind = Literal["list", "get", "head", "put", "other"]
 FaultKind = Literal[
-    "slowdown", "internal", "reset", "short", "stall", "wrong_range", "mutate", "list_fail", "delay", "denied"
+    "slowdown", "internal", "reset", "short", "stall", "wrong_range", "mutate", "list_fail", "delay", "denied",
+    "list_loop", "list_no_token", "fake_etag", "chunked", "gzip", "weak_etag", "redirect", "drip",
 ]
 KINDS: tuple[str, ...] = get_args(RequestKind)
 FAULTS: tuple[str, ...] = get_args(FaultKind)
@@ -75,6 +78,21 @@ _OBJECT_SUBRESOURCES = frozenset(
 )
 _RANGE_RE = re.compile(r"^\s*bytes\s*=\s*(\d+)\s*-\s*(\d*)\s*$")
 _CHUNK = 256 * 1024
+#: faults on listings only (their default kinds)
+_LIST_FAULTS = frozenset({"list_fail", "list_loop", "list_no_token", "redirect"})
+#: faults that buffer the whole upstream body and send a rewritten one
+_BODY_FAULTS = frozenset({"list_loop", "list_no_token", "fake_etag", "gzip"})
+#: the continuation token a ``list_loop`` listing always answers
+LOOP_TOKEN = "faultproxy-loop"
+_TRUNCATED_RE = re.compile(r"<IsTruncated>\s*\w*\s*</IsTruncated>")
+_NEXT_TOKEN_RE = re.compile(r"<NextContinuationToken>[^<]*</NextContinuationToken>")
+_ETAG_XML_RE = re.compile(r"<ETag>([^<]*)</ETag>")
+
+
+def fake_etag(etag: str) -> str:
+    """A 32-hex ETag that is not the object's MD5 (as SSE-KMS/SSE-C objects have), from its real one."""
+    real = etag.replace("&quot;", "").replace("&#34;", "").strip().strip('"')
+    return hashlib.md5(b"faultproxy:" + real.encode()).hexdigest()
 
 
 def classify(method: str, path: str, query: str) -> tuple[RequestKind, str, str]:
@@ -134,6 +152,21 @@ class Rule:
     * ``wrong_range`` -- rewrite ``Range: bytes=a-b`` to ``bytes=(a+shift)-b`` before forwarding.
     * ``mutate`` -- overwrite the object upstream with ``new_body`` (plain PUT), then forward.
     * ``delay`` -- sleep ``delay_seconds`` before forwarding (first-byte latency).
+    * ``list_loop`` -- a listing that never ends: the request's ``continuation-token`` is dropped
+      (upstream sends the first page again) and the answer says ``IsTruncated`` true with the
+      continuation token :data:`LOOP_TOKEN`, every time.
+    * ``list_no_token`` -- the listing answer says ``IsTruncated`` true but has no
+      ``NextContinuationToken``.
+    * ``fake_etag`` -- every ETag in the answer (listing XML, GET/HEAD header) replaced by
+      :func:`fake_etag`, a 32-hex value that is not the MD5, plus ``add_headers`` (e.g.
+      ``x-amz-server-side-encryption: aws:kms``); the request's ``If-Match`` is dropped (upstream
+      does not know the fake ETags).  Default kinds: list, get, head.
+    * ``chunked`` -- the answer without its ``Content-Length`` (sent with chunked encoding).
+    * ``gzip`` -- the body gzip-compressed, with ``Content-Encoding: gzip`` and the compressed length.
+    * ``weak_etag`` -- the answer's ``ETag`` made weak: ``W/"..."``.
+    * ``redirect`` -- ``redirect_status`` (301) with ``Location: location`` (``{path}`` is replaced
+      by the request's raw path and query), upstream not contacted.  Default kinds: list.
+    * ``drip`` -- forward, sending the body at ``drip_rate`` bytes/s (ends early when the proxy stops).
     """
 
     fault: FaultKind
@@ -148,6 +181,10 @@ class Rule:
     shift: int = 1
     new_body: bytes | None = None
     delay_seconds: float = 0.0
+    add_headers: dict[str, str] = field(default_factory=dict)
+    redirect_status: int = 301
+    location: str = "http://127.0.0.1:9{path}"
+    drip_rate: float = 1.0
     #: Matching requests seen so far (runtime state).
     seen: int = field(default=0, init=False)
     #: Times this rule fired so far (runtime state).
@@ -160,7 +197,7 @@ class Rule:
         if isinstance(self.kinds, str):
             self.kinds = (self.kinds,)
         if self.kinds is None:
-            self.kinds = ("list",) if self.fault == "list_fail" else ("get",)
+            self.kinds = _default_kinds(self.fault)
         unknown = set(self.kinds) - set(KINDS)
         if unknown:
             raise ValueError(f"unknown request kinds {sorted(unknown)}; expected some of {KINDS}")
@@ -168,6 +205,8 @@ class Rule:
             raise ValueError("probability must be within [0, 1]")
         if self.fault == "mutate" and self.new_body is None:
             raise ValueError("the 'mutate' fault needs new_body")
+        if self.drip_rate <= 0:
+            raise ValueError("drip_rate must be positive")
         self._rng = random.Random(self.seed)
 
     def applies_to(self, kind: str, key: str, range_header: str | None) -> bool:
@@ -189,6 +228,12 @@ class Rule:
             return False
         self.fired += 1
         return True
+
+
+def _default_kinds(fault: str) -> tuple[str, ...]:
+    if fault in _LIST_FAULTS:
+        return ("list",)
+    return ("list", "get", "head") if fault == "fake_etag" else ("get",)
 
 
 class FaultProxy:
@@ -380,6 +425,9 @@ class FaultProxy:
             return self._error(500, "InternalError", "We encountered an internal error. Please try again.")
         if fault == "denied":
             return self._error(403, "AccessDenied", "Access Denied")
+        if rule is not None and fault == "redirect":
+            location = rule.location.replace("{path}", request.raw_path)
+            return web.Response(status=rule.redirect_status, headers={"Location": location})
         if rule is not None and fault == "delay" and await self._sleep(rule.delay_seconds):
             _abort(request)
             return web.StreamResponse()
@@ -432,7 +480,42 @@ class FaultProxy:
             m = _RANGE_RE.match(request.headers.get("Range", ""))
             assert m is not None
             headers["Range"] = f"bytes={int(m.group(1)) + rule.shift}-{m.group(2)}"
+        if rule is not None and rule.fault == "fake_etag":
+            headers.popall("If-Match", None)
         return headers
+
+    @staticmethod
+    def _upstream_path(request: web.BaseRequest, rule: Rule | None) -> str:
+        """The raw path and query to forward (``list_loop`` drops the continuation token)."""
+        if rule is None or rule.fault != "list_loop":
+            return request.raw_path
+        path, _, query = request.raw_path.partition("?")
+        kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k.lower() != "continuation-token"]
+        return f"{path}?{urlencode(kept)}" if kept else path
+
+    async def _send_rewritten(self, request: web.BaseRequest, resp: web.StreamResponse,
+                              upstream: aiohttp.ClientResponse, rule: Rule, count: bool) -> web.StreamResponse:
+        """Send the whole upstream body, rewritten by ``rule`` (:func:`_rewrite_body`)."""
+        body = _rewrite_body(await upstream.read(), rule)
+        resp.headers["Content-Length"] = str(len(body))
+        if rule.fault == "gzip":
+            resp.headers["Content-Encoding"] = "gzip"
+        await resp.prepare(request)
+        if count:
+            self._add_bytes(len(body))
+        await resp.write(body)
+        await resp.write_eof()
+        return resp
+
+    async def _drip(self, resp: web.StreamResponse, chunk: bytes, rate: float) -> bool:
+        """Write ``chunk`` at ``rate`` bytes/s; False if the proxy is stopping."""
+        interval = max(0.1, 1 / rate)
+        piece = max(1, round(rate * interval))
+        for i in range(0, len(chunk), piece):
+            await resp.write(chunk[i:i + piece])
+            if await self._sleep(interval):
+                return False
+        return True
 
     async def _forward(self, request: web.BaseRequest, kind: str, rule: Rule | None) -> web.StreamResponse:
         assert self._session is not None
@@ -446,7 +529,7 @@ class FaultProxy:
         try:
             upstream = await self._session.request(
                 request.method,
-                self._upstream_url(request.raw_path),
+                self._upstream_url(self._upstream_path(request, rule)),
                 headers=headers,
                 data=data,
                 allow_redirects=False,
@@ -464,20 +547,32 @@ class FaultProxy:
                 if low not in _HOP_BY_HOP and low not in connection_tokens:
                     resp.headers.add(name, value)
             fault = rule.fault if rule is not None else None
+            count = kind == "get"
+            if rule is not None:
+                _rewrite_headers(resp.headers, rule)
+                if _rewrites_body(rule.fault, kind, request.method) and upstream.status < 300:
+                    try:
+                        return await self._send_rewritten(request, resp, upstream, rule, count)
+                    except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError):
+                        _abort(request, rst=True)
+                        return resp
             limit: int | None = None
             if rule is not None and fault in ("reset", "short", "stall"):
                 limit = rule.after_bytes
                 if limit is None:
                     length = upstream.content_length
                     limit = length // 2 if fault == "short" and length is not None else 0
-            count = kind == "get"
             try:
                 writer = await resp.prepare(request)
                 if limit is None:
                     async for chunk in upstream.content.iter_any():
                         if count:  # counted before the write so a client never sees uncounted bytes
                             self._add_bytes(len(chunk))
-                        await resp.write(chunk)
+                        if rule is None or fault != "drip":
+                            await resp.write(chunk)
+                        elif not await self._drip(resp, chunk, rule.drip_rate):
+                            _abort(request, rst=True)
+                            return resp
                     await resp.write_eof()
                     return resp
                 remaining = limit
@@ -511,6 +606,37 @@ class FaultProxy:
             await self._sleep(rule.stall_seconds)
             _abort(request, rst=True)
         return resp
+
+
+def _rewrites_body(fault: str, kind: str, method: str) -> bool:
+    if method.upper() == "HEAD" or fault not in _BODY_FAULTS:
+        return False
+    return kind == "list" if fault != "gzip" else True
+
+
+def _rewrite_headers(headers: CIMultiDict[str], rule: Rule) -> None:
+    """The header side of ``fake_etag``, ``weak_etag`` and ``chunked``."""
+    etag = headers.get("ETag")
+    if rule.fault == "fake_etag":
+        if etag is not None:
+            headers["ETag"] = f'"{fake_etag(etag)}"'
+        headers.update(rule.add_headers)
+    elif rule.fault == "weak_etag" and etag is not None:
+        headers["ETag"] = f"W/{etag}"
+    elif rule.fault == "chunked":
+        headers.popall("Content-Length", None)
+
+
+def _rewrite_body(body: bytes, rule: Rule) -> bytes:
+    """The body side of ``gzip``, and of ``fake_etag``, ``list_loop``, ``list_no_token`` on listings."""
+    if rule.fault == "gzip":
+        return gzip.compress(body)
+    text = body.decode()
+    if rule.fault == "fake_etag":
+        return _ETAG_XML_RE.sub(lambda m: f"<ETag>&quot;{fake_etag(m.group(1))}&quot;</ETag>", text).encode()
+    token = f"<NextContinuationToken>{LOOP_TOKEN}</NextContinuationToken>" if rule.fault == "list_loop" else ""
+    text = _NEXT_TOKEN_RE.sub("", text)
+    return _TRUNCATED_RE.sub(lambda _: "<IsTruncated>true</IsTruncated>" + token, text, count=1).encode()
 
 
 async def _flush(request: web.BaseRequest, timeout: float = 2.0) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
 import socket
 import time
@@ -15,7 +16,7 @@ import botocore.exceptions
 import pytest
 from botocore.config import Config
 from conftest import det_bytes, put_objects
-from faultproxy import FaultProxy, Rule, classify
+from faultproxy import LOOP_TOKEN, FaultProxy, Rule, classify, fake_etag
 from yarl import URL
 
 NO_RETRY = {"total_max_attempts": 1}
@@ -402,3 +403,74 @@ def test_stop_is_idempotent_and_restartable(moto_url: str) -> None:
         finally:
             client.close()
         assert again.counts == {"other": 1}
+
+
+# --------------------------------------------------------------------------- wrong answers (issue 9)
+
+
+def test_list_loop_answers_the_same_token_forever(proxy: FaultProxy, pc: Any, s3: Any, bucket: str) -> None:
+    put_objects(s3, bucket, {"l/a": b"a", "l/b": b"b"})
+    proxy.add_rule(Rule("list_loop"))
+    first = pc.list_objects_v2(Bucket=bucket, Prefix="l/")
+    again = pc.list_objects_v2(Bucket=bucket, Prefix="l/", ContinuationToken=first["NextContinuationToken"])
+    for page in (first, again):
+        assert page["IsTruncated"] is True and page["NextContinuationToken"] == LOOP_TOKEN
+        assert [o["Key"] for o in page["Contents"]] == ["l/a", "l/b"]
+    assert proxy.faults["list_loop"] == 2
+
+
+def test_list_no_token_truncates_without_a_token(proxy: FaultProxy, pc: Any, s3: Any, bucket: str) -> None:
+    put_objects(s3, bucket, {"l/a": b"a", "l/b": b"b", "l/c": b"c"})
+    proxy.add_rule(Rule("list_no_token"))
+    page = pc.list_objects_v2(Bucket=bucket, Prefix="l/", MaxKeys=2)  # really truncated upstream
+    assert page["IsTruncated"] is True and "NextContinuationToken" not in page
+    assert [o["Key"] for o in page["Contents"]] == ["l/a", "l/b"]
+
+
+def test_fake_etag_on_list_get_and_head(proxy: FaultProxy, pc: Any, s3: Any, bucket: str) -> None:
+    data = det_bytes(5000, "sse")
+    put_objects(s3, bucket, {"k/x": data})
+    real = s3.head_object(Bucket=bucket, Key="k/x")["ETag"]
+    fake = f'"{fake_etag(real)}"'
+    assert fake != real and len(fake) == 34
+    proxy.add_rule(Rule("fake_etag", add_headers={"x-amz-server-side-encryption": "aws:kms"}))
+    assert pc.list_objects_v2(Bucket=bucket, Prefix="k/")["Contents"][0]["ETag"] == fake
+    head = pc.head_object(Bucket=bucket, Key="k/x")
+    assert head["ETag"] == fake and head["ServerSideEncryption"] == "aws:kms"
+    got = pc.get_object(Bucket=bucket, Key="k/x", IfMatch=fake)  # If-Match dropped: upstream knows no fake ETag
+    assert got["ETag"] == fake and got["ServerSideEncryption"] == "aws:kms" and got["Body"].read() == data
+
+
+async def test_chunked_gzip_and_weak_etag_bodies(proxy: FaultProxy, pc: Any, s3: Any, bucket: str) -> None:
+    data = b"compressible " * 1000
+    put_objects(s3, bucket, {"c/chunked": data, "c/gzip": data, "c/weak": data})
+    for fault, key in (("chunked", "c/chunked"), ("gzip", "c/gzip"), ("weak_etag", "c/weak")):
+        proxy.add_rule(Rule(fault, key_contains=key))  # type: ignore[arg-type]
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        async with session.get(presign(pc, bucket, "c/chunked")) as resp:
+            assert "Content-Length" not in resp.headers and resp.headers["Transfer-Encoding"] == "chunked"
+            assert await resp.read() == data
+        async with session.get(presign(pc, bucket, "c/gzip")) as resp:
+            body = await resp.read()
+            assert resp.headers["Content-Encoding"] == "gzip" and int(resp.headers["Content-Length"]) == len(body)
+            assert len(body) < len(data) and gzip.decompress(body) == data
+        async with session.get(presign(pc, bucket, "c/weak")) as resp:
+            assert resp.headers["ETag"].startswith('W/"') and await resp.read() == data
+    assert proxy.faults == {"chunked": 1, "gzip": 1, "weak_etag": 1}
+
+
+async def test_redirect_and_drip(proxy: FaultProxy, pc: Any, s3: Any, bucket: str) -> None:
+    data = det_bytes(600, "drip")
+    put_objects(s3, bucket, {"d/x": data})
+    proxy.add_rule(Rule("redirect", redirect_status=307, location="http://elsewhere.invalid{path}"))
+    proxy.add_rule(Rule("drip", drip_rate=1000))
+    async with aiohttp.ClientSession() as session:
+        url = URL(f"{proxy.url}/{bucket}?list-type=2&prefix=d%2F", encoded=True)
+        async with session.get(url, allow_redirects=False) as resp:
+            assert resp.status == 307
+            assert resp.headers["Location"] == f"http://elsewhere.invalid/{bucket}?list-type=2&prefix=d%2F"
+        t0 = time.monotonic()
+        async with session.get(presign(pc, bucket, "d/x")) as resp:
+            assert await resp.read() == data
+        assert time.monotonic() - t0 >= 0.45  # 600 bytes at 1000 B/s
+    assert proxy.faults == {"redirect": 1, "drip": 1}
