@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 
 from .errors import UnsafePathError
@@ -48,6 +49,15 @@ def check_relpath(rel: str) -> str:
     if segments[-1].endswith(TEMP_SUFFIX):
         raise UnsafePathError(f"name ends with hcpsync's temporary suffix {TEMP_SUFFIX}")
     return rel
+
+
+def is_complete_file(path: Path, size: int) -> bool:
+    """Whether ``path`` is a regular file (not followed if a symlink) of ``size`` bytes."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == size
 
 
 def temp_path_for(final: Path) -> Path:
