@@ -1,7 +1,8 @@
 """``hcpsync plan|pull|demo ...``: argument parsing, exit codes, signals, output.
 
 Exit codes: 0 all succeeded; 1 some objects failed (the rest downloaded) or the run
-stopped (disk full); 2 bad usage or input; 130 interrupted (SIGINT), 143 (SIGTERM).
+stopped (disk full); 2 bad usage or input; 130 interrupted (SIGINT), 143 (SIGTERM);
+141 stdout closed by its reader (``| head``): a quiet stop, no message.
 """
 
 from __future__ import annotations
@@ -23,14 +24,17 @@ from .journal import open_journal_if_any, status_of
 from .models import DEFAULT_BUCKET, DEFAULT_RELEASE, Plan, PullReport, Selection
 from .progress import ProgressCallback, ProgressEvent, TqdmBar, want_bar
 from .storage import StorageOptions
+from .text import escape, say
 from .verify import VerifyReport, check_dest, discover_subjects, list_packages, verify_tree
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
+#: stdout's reader went away (`| head`): the status a shell reports for a tool killed by SIGPIPE
+EXIT_PIPE = 141
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"hcpsync: error: {message} (see '{self.prog} --help')\n")
+        self.exit(EXIT_USAGE, escape(f"hcpsync: error: {message} (see '{self.prog} --help')") + "\n")
 
 
 def human(n: float) -> str:
@@ -193,13 +197,13 @@ def _low_speed(text: str | None, default: int) -> int:
 
 def print_plan(plan: Plan, out: TextIO) -> None:
     sel = plan.selection
-    print(f"s3://{sel.bucket}/{sel.release}/: {len(plan.objects)} files, {human(plan.total_bytes)} ({plan.total_bytes} bytes)", file=out)
+    say(f"s3://{sel.bucket}/{sel.release}/: {len(plan.objects)} files, {human(plan.total_bytes)} ({plan.total_bytes} bytes)", out)
     for subject, (n, b) in plan.per_subject().items():
-        print(f"  {subject}: {n} files, {human(b)}", file=out)
+        say(f"  {subject}: {n} files, {human(b)}", out)
     for r in plan.rejected:
-        print(f"  refused {r.key!r}: {r.reason}", file=out)
+        say(f"  refused '{r.key}': {r.reason}", out)
     for note in plan.notes:
-        print(f"  note: {note}", file=out)
+        say(f"  note: {note}", out)
 
 
 def print_report(report: PullReport, out: TextIO) -> None:
@@ -209,21 +213,27 @@ def print_report(report: PullReport, out: TextIO) -> None:
         ("skipped", report.skipped_files, report.skipped_bytes),
     ]
     for label, n, b in rows:
-        print(f"{label:<12} {n:>8} files  {human(b):>11}", file=out)
-    print(f"{'failed':<12} {len(report.failed):>8} files", file=out)
+        say(f"{label:<12} {n:>8} files  {human(b):>11}", out)
+    say(f"{'failed':<12} {len(report.failed):>8} files", out)
     if report.verified_files or report.unverified_files:
-        print(f"{'verified':<12} {report.verified_files:>8} files  ({report.unverified_files} size-checked only)", file=out)
-    print(
+        say(f"{'verified':<12} {report.verified_files:>8} files  ({report.unverified_files} size-checked only)", out)
+    say(
         f"elapsed {report.elapsed:.2f} s, mean rate {human(report.rate)}/s, "
         f"{report.requests} requests, {report.retries} retries",
-        file=out,
+        out,
     )
     for f in report.failed[:10]:
-        print(f"  FAILED {f.key}: {f.reason}", file=out)
+        say(f"  FAILED {f.key}: {f.reason}", out)
     if len(report.failed) > 10:
-        print(f"  ... and {len(report.failed) - 10} more (see --json)", file=out)
+        say(f"  ... and {len(report.failed) - 10} more (see --json)", out)
     for note in report.notes[:20]:
-        print(f"  note: {note}", file=out)
+        say(f"  note: {note}", out)
+
+
+def emit_json(doc: object) -> None:
+    """JSON on stdout (``ensure_ascii``: control, bidi and all non-ASCII characters come out as \\u escapes)."""
+    json.dump(doc, sys.stdout, indent=1, ensure_ascii=True)
+    sys.stdout.write("\n")
 
 
 def progress_for(args: argparse.Namespace) -> tuple[ProgressCallback | None, TqdmBar | None]:
@@ -239,8 +249,7 @@ def progress_for(args: argparse.Namespace) -> tuple[ProgressCallback | None, Tqd
 async def cmd_plan(args: argparse.Namespace) -> int:
     plan = await api.plan(selection_from(args), storage=storage_from(args))
     if args.json:
-        json.dump(plan.to_json(), sys.stdout, indent=1)
-        sys.stdout.write("\n")
+        emit_json(plan.to_json())
     else:
         print_plan(plan, sys.stdout)
     return EXIT_OK
@@ -264,8 +273,7 @@ async def cmd_pull(args: argparse.Namespace) -> int:
 
 def emit_report(report: PullReport, as_json: bool) -> None:
     if as_json:
-        json.dump(report.to_json(), sys.stdout, indent=1)
-        sys.stdout.write("\n")
+        emit_json(report.to_json())
     else:
         print_report(report, sys.stdout)
 
@@ -286,18 +294,17 @@ async def cmd_demo(args: argparse.Namespace) -> int:
 async def cmd_status(args: argparse.Namespace) -> int:
     st = status_of(Path(args.dest), Path(args.journal) if args.journal else None)
     if args.json:
-        json.dump(st.to_json(), sys.stdout, indent=1)
-        sys.stdout.write("\n")
+        emit_json(st.to_json())
         return EXIT_OK
-    print(f"journal {st.path}")
-    print(f"{'complete':<9} {st.files_complete:>8} files  {human(st.bytes_complete):>11}")
-    print(f"{'partial':<9} {st.files_partial:>8} files  {human(st.bytes_partial_done):>11} done")
-    print(f"{'pending':<9} {st.files_pending:>8} files  {human(st.bytes_pending):>11}")
-    print(f"{'total':<9} {st.files_total:>8} files  {human(st.bytes_total):>11}")
+    say(f"journal {st.path}")
+    say(f"{'complete':<9} {st.files_complete:>8} files  {human(st.bytes_complete):>11}")
+    say(f"{'partial':<9} {st.files_partial:>8} files  {human(st.bytes_partial_done):>11} done")
+    say(f"{'pending':<9} {st.files_pending:>8} files  {human(st.bytes_pending):>11}")
+    say(f"{'total':<9} {st.files_total:>8} files  {human(st.bytes_total):>11}")
     if st.last_run:
         lr = st.last_run
-        print(f"last run: started {lr['started']}, {'ended ' + lr['ended'] if lr['ended'] else 'not ended'}: {lr['outcome']}")
-    print(f"active: {'yes, pid ' + str(st.active_pid) if st.active_pid else 'no'}")
+        say(f"last run: started {lr['started']}, {'ended ' + lr['ended'] if lr['ended'] else 'not ended'}: {lr['outcome']}")
+    say(f"active: {'yes, pid ' + str(st.active_pid) if st.active_pid else 'no'}")
     return EXIT_OK
 
 
@@ -329,8 +336,7 @@ async def cmd_verify(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     if args.json:
-        json.dump(report.to_json(), sys.stdout, indent=1)
-        sys.stdout.write("\n")
+        emit_json(report.to_json())
     else:
         print_verify_report(report, sys.stdout)
     return EXIT_OK if report.ok else EXIT_FAILED
@@ -338,37 +344,36 @@ async def cmd_verify(args: argparse.Namespace) -> int:
 
 def print_verify_report(report: VerifyReport, out: TextIO) -> None:
     c = report.counts
-    print(f"{report.dest} against {report.source}: {len(report.subjects)} subject(s)", file=out)
+    say(f"{report.dest} against {report.source}: {len(report.subjects)} subject(s)", out)
     for status in ("ok", "mismatched", "missing", "unlisted", "unverifiable"):
-        print(f"{status:<13} {c[status]:>8} files", file=out)
-    print(f"hashed {report.hashed_files} files, {human(report.hashed_bytes)} in {report.hash_seconds:.2f} s "
-          f"({report.rate / 1e6:.1f} MB/s, {report.jobs} threads); {report.cached_files} from the checksum cache", file=out)
+        say(f"{status:<13} {c[status]:>8} files", out)
+    say(f"hashed {report.hashed_files} files, {human(report.hashed_bytes)} in {report.hash_seconds:.2f} s "
+          f"({report.rate / 1e6:.1f} MB/s, {report.jobs} threads); {report.cached_files} from the checksum cache", out)
     for chk in report.by_status("mismatched")[:50]:
         why = chk.detail or f"expected {chk.expected}, got {chk.actual}"
-        print(f"  MISMATCHED {chk.relpath}: {why}", file=out)
+        say(f"  MISMATCHED {chk.relpath}: {why}", out)
     for status in ("missing", "unlisted", "unverifiable"):
         items = [chk for chk in report.checks if chk.status == status]
         for chk in items[:20]:
-            print(f"  {status.upper()} {chk.relpath}{': ' + chk.detail if chk.detail else ''}", file=out)
+            say(f"  {status.upper()} {chk.relpath}{': ' + chk.detail if chk.detail else ''}", out)
         if len(items) > 20:
-            print(f"  ... and {len(items) - 20} more {status} (see --json)", file=out)
+            say(f"  ... and {len(items) - 20} more {status} (see --json)", out)
     for problem in report.problems[:20]:
-        print(f"  problem: {problem}", file=out)
+        say(f"  problem: {problem}", out)
     for note in report.notes:
-        print(f"  note: {note}", file=out)
+        say(f"  note: {note}", out)
 
 
 async def cmd_packages(args: argparse.Namespace) -> int:
     rep = await list_packages(args.subject, bucket=args.bucket, release=args.release, storage=storage_from(args))
     if args.json:
-        json.dump(rep.to_json(), sys.stdout, indent=1)
-        sys.stdout.write("\n")
+        emit_json(rep.to_json())
         return EXIT_OK
     for p in rep.packages:
         unsized = f" (+{p.unsized} of unknown size)" if p.unsized else ""
-        print(f"{p.subject}  {p.name:<40} {p.files:>7} files  {human(p.bytes):>11}{unsized}", file=sys.stdout)
+        say(f"{p.subject}  {p.name:<40} {p.files:>7} files  {human(p.bytes):>11}{unsized}")
     for problem in rep.problems:
-        print(f"  problem: {problem}", file=sys.stdout)
+        say(f"  problem: {problem}")
     return EXIT_OK
 
 
@@ -416,20 +421,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        code = _run(args)
+        sys.stdout.flush()  # a reader gone away shows here, not in the interpreter's final flush
+    except BrokenPipeError:  # `hcpsync plan --json | head`: stop quietly, as Unix tools do
+        _discard_stdout()
+        return EXIT_PIPE
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
         code = asyncio.run(_run_with_signals(COMMANDS[args.command](args)))
     except HcpsyncError as err:
-        print(f"hcpsync: error: {err}", file=sys.stderr)
+        say(f"hcpsync: error: {err}", sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         code = EXIT_SIGINT
+    except BrokenPipeError:
+        raise
     except Exception as exc:  # never a traceback for the user; HCPSYNC_DEBUG=1 shows it
         if os.environ.get("HCPSYNC_DEBUG"):
             raise
-        print(f"hcpsync: internal error: {type(exc).__name__}: {exc} (set HCPSYNC_DEBUG=1 for details)", file=sys.stderr)
+        say(f"hcpsync: internal error: {type(exc).__name__}: {exc} (set HCPSYNC_DEBUG=1 for details)", sys.stderr)
         return 3
     if code in (EXIT_SIGINT, EXIT_SIGTERM):
-        print("hcpsync: interrupted; run the same command again to resume", file=sys.stderr)
+        say("hcpsync: interrupted; run the same command again to resume", sys.stderr)
     return code
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null so that nothing more (the exit-time flush) fails on the closed pipe."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
+    except (OSError, ValueError):  # stdout is no real file (redirected in-process)
+        pass
 
 
 def entry() -> Any:

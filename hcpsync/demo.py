@@ -15,6 +15,7 @@ from .config import MiB, TransferConfig
 from .models import Selection
 from .progress import ProgressCallback
 from .storage import StorageOptions
+from .text import say
 
 DEMO_BUCKET = "hcp-openaccess"
 DEMO_RELEASE = "HCP_1200"
@@ -70,16 +71,16 @@ async def run_demo(dest: str | os.PathLike[str], progress: ProgressCallback | No
     """Start the endpoint, seed it, pull subject 100307 to ``dest``; returns the PullReport."""
     with LocalS3() as server:
         n, size = await asyncio.to_thread(seed_demo, server)
-        print(f"local S3 endpoint {server.url}: s3://{DEMO_BUCKET}/{DEMO_RELEASE}/{DEMO_SUBJECT}/ "
-              f"seeded with {n} objects, {size / MiB:.1f} MiB (synthetic HCP subject)", file=out)
-        print(f"pulling to {os.fspath(dest)} ...", file=out)
+        say(f"local S3 endpoint {server.url}: s3://{DEMO_BUCKET}/{DEMO_RELEASE}/{DEMO_SUBJECT}/ "
+            f"seeded with {n} objects, {size / MiB:.1f} MiB (synthetic HCP subject)", out)
+        say(f"pulling to {os.fspath(dest)} ...", out)
         # small parts so that the demo's larger files are fetched as concurrent byte ranges
         cfg = TransferConfig(concurrency=32, part_size=2 * MiB, multipart_threshold=4 * MiB)
         sel = Selection(subjects=(DEMO_SUBJECT,), bucket=DEMO_BUCKET, release=DEMO_RELEASE)
         report = await pull(sel, dest, config=cfg, storage=StorageOptions(endpoint_url=server.url, no_sign_request=True),
                             progress=progress)
-        print(f"each file's MD5 was checked (against the .xdlm manifests, else the S3 ETag) before it reached its "
-              f"final path; re-check the tree any time, offline: hcpsync verify --dest {os.fspath(dest)} --offline",
-              file=out)
+        say(f"each file's MD5 was checked (against the .xdlm manifests, else the S3 ETag) before it reached its "
+            f"final path; re-check the tree any time, offline: hcpsync verify --dest {os.fspath(dest)} --offline",
+            out)
         return report
 

@@ -23,8 +23,9 @@ import fcntl
 import json
 import os
 import sqlite3
+import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from urllib.parse import quote
 
 from .errors import JournalError, LockedError, UsageError
 from .models import Part, Plan, PlannedObject
-from .paths import STATE_DIR
+from .paths import STATE_DIR, is_complete_file
 
 SCHEMA_VERSION = 1
 JOURNAL_NAME = "journal.sqlite"
@@ -77,7 +78,7 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
+def _migrate(conn: _Db) -> None:
     """Bring a journal of an earlier hcpsync up to this schema (same version, added columns)."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(parts)")}
     if "crc" not in columns:  # ranges recorded without a CRC cannot be checked: fetched again
@@ -93,6 +94,70 @@ def boot_id() -> str:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return "unknown"
+
+
+#: SQLite primary result codes (``sqlite3.Error.sqlite_errorcode & 0xFF``)
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_FULL = 5, 6, 8, 13
+
+
+def _hint(path: Path) -> str:
+    return f"re-run with --reset-journal to start a new journal (complete files are kept), or remove {path}"
+
+
+def journal_error(path: Path, exc: sqlite3.Error) -> JournalError:
+    """One clear line for an SQLite error on the journal at ``path``."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary result code
+    if code == _SQLITE_READONLY:
+        why = f"is not writable ({exc}): check the permissions of it and its folder, or use --journal PATH or --no-journal"
+    elif code == _SQLITE_FULL:
+        why = "cannot grow: no space left on its file system"
+    elif code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        why = f"is busy ({exc}): another process holds it"
+    else:
+        why = f"is damaged or unreadable ({exc}): {_hint(path)}"
+    return JournalError(f"journal {path} {why}")
+
+
+class _Db:
+    """The journal's SQLite connection: every :class:`sqlite3.Error` becomes a :class:`JournalError`."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        try:
+            return self.conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise journal_error(self.path, exc) from exc
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> sqlite3.Cursor:
+        try:
+            return self.conn.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            raise journal_error(self.path, exc) from exc
+
+    def executescript(self, sql: str) -> sqlite3.Cursor:
+        try:
+            return self.conn.executescript(sql)
+        except sqlite3.Error as exc:
+            raise journal_error(self.path, exc) from exc
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def connect(path: Path, mode: str = "rwc") -> _Db:
+    """Open the SQLite file at ``path`` (``mode`` ro, rw or rwc), never through a symlink."""
+    try:
+        # nofollow: SQLite refuses a symlink (also for its -wal/-shm companions)
+        conn = sqlite3.connect(f"file:{quote(str(path))}?mode={mode}&nofollow=1", uri=True, isolation_level=None,
+                               check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise journal_error(path, exc) from exc
+    db = _Db(conn, path)
+    db.execute("PRAGMA busy_timeout=5000")
+    return db
 
 
 @dataclass(frozen=True)
@@ -135,9 +200,12 @@ class Lock:
 
     def acquire(self, what: str) -> None:
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
         except OSError as exc:
             raise JournalError(f"cannot open the lock file {self.path}: {exc.strerror} (is it a symlink?)") from exc
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise JournalError(f"the lock file {self.path} is not a regular file: remove it (hcpsync creates it again)")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -162,10 +230,12 @@ class Lock:
 def holder_pid(lock_path: Path) -> int | None:
     """PID of the process holding ``lock_path``, or None when nobody holds it."""
     try:
-        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO: no hang
     except OSError:
         return None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None  # no pull can hold it: Lock.acquire refuses such a file
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -177,6 +247,33 @@ def holder_pid(lock_path: Path) -> int | None:
         os.close(fd)
 
 
+def _check_journal_path(path: Path) -> None:
+    """Refuse a journal path SQLite cannot use as its file, and create its folder."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise JournalError(f"cannot use the journal {path}: {exc.strerror}") from exc
+    if st is not None and stat.S_ISLNK(st.st_mode):
+        raise JournalError(f"journal {path} is a symlink; refusing to follow it: {_hint(path)}")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise JournalError(f"journal {path} is not a regular file (a folder?): move it away, or use --journal PATH")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise JournalError(f"cannot create the journal's folder {path.parent}: {exc.strerror}") from exc
+
+
+def _remove(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise JournalError(f"cannot remove {path} for --reset-journal: {exc.strerror}") from exc
+
+
 class Journal:
     """The journal of one destination.  Use :meth:`open`; close with :meth:`close`."""
 
@@ -185,9 +282,9 @@ class Journal:
     #: ... or when this many are waiting
     FLUSH_BATCH = 512
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, db: _Db) -> None:
         self.path = path
-        self._db = conn
+        self._db = db
         self._gen = 0
         self._seq = 0
         self._rows: dict[str, tuple[str, int, int]] = {}  # key -> (etag, size, state)
@@ -201,35 +298,29 @@ class Journal:
 
     @classmethod
     def open(cls, path: Path, reset: bool = False) -> Journal:
-        path.parent.mkdir(parents=True, exist_ok=True)
         if reset:
             for suffix in ("", "-wal", "-shm"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(f"{path}{suffix}")
-        hint = f"re-run with --reset-journal to start a new journal (complete files are kept), or remove {path}"
+                _remove(Path(f"{path}{suffix}"))
+        _check_journal_path(path)
+        db = connect(path)
         try:
-            if path.is_symlink():
-                raise JournalError(f"journal {path} is a symlink; refusing to follow it: {hint}")
-            # nofollow: SQLite refuses a symlink (also for its -wal/-shm companions)
-            conn = sqlite3.connect(f"file:{quote(str(path))}?nofollow=1", uri=True, isolation_level=None,
-                                   check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=5000")
-            check = conn.execute("PRAGMA quick_check").fetchone()
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            check = db.execute("PRAGMA quick_check").fetchone()
             if check is None or check[0] != "ok":
-                raise sqlite3.DatabaseError(str(check[0] if check else "quick_check failed"))
-            conn.executescript(_SCHEMA)
-            _migrate(conn)
-            version = conn.execute("SELECT value FROM meta WHERE name='version'").fetchone()
+                raise JournalError(f"journal {path} is damaged ({check[0] if check else 'quick_check failed'}): {_hint(path)}")
+            db.executescript(_SCHEMA)
+            _migrate(db)
+            version = db.execute("SELECT value FROM meta WHERE name='version'").fetchone()
             if version is None:
-                conn.execute("INSERT INTO meta VALUES ('version', ?)", (str(SCHEMA_VERSION),))
+                db.execute("INSERT INTO meta VALUES ('version', ?)", (str(SCHEMA_VERSION),))
             elif version[0] != str(SCHEMA_VERSION):
-                raise JournalError(f"journal {path} has schema version {version[0]}, expected {SCHEMA_VERSION}: {hint}")
-        except sqlite3.Error as exc:
-            raise JournalError(f"journal {path} is damaged or unreadable ({exc}): {hint}") from exc
-        journal = cls(path, conn)
-        journal._after_open()
+                raise JournalError(f"journal {path} has schema version {version[0]}, expected {SCHEMA_VERSION}: {_hint(path)}")
+            journal = cls(path, db)
+            journal._after_open()
+        except BaseException:
+            db.close()
+            raise
         return journal
 
     def _after_open(self) -> None:
@@ -258,12 +349,8 @@ class Journal:
             self._db.execute("BEGIN")
             yield
             self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
-            raise JournalError(f"journal {self.path}: {exc}") from exc
         except BaseException:
-            with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(JournalError):
                 self._db.execute("ROLLBACK")
             raise
 
@@ -349,13 +436,10 @@ class Journal:
 
     def record_part(self, part: Part, crc: int) -> None:
         """``part``'s bytes, of CRC-32 ``crc``, are in the temp file: record it at once (a small commit)."""
-        try:
-            self._db.execute(
-                "INSERT OR REPLACE INTO parts (key, start, end, synced, seq, crc) VALUES (?,?,?,0,?,?)",
-                (part.obj.key, part.start, part.end, self._next_seq(), crc),
-            )
-        except sqlite3.Error as exc:
-            raise JournalError(f"journal {self.path}: {exc}") from exc
+        self._db.execute(
+            "INSERT OR REPLACE INTO parts (key, start, end, synced, seq, crc) VALUES (?,?,?,0,?,?)",
+            (part.obj.key, part.start, part.end, self._next_seq(), crc),
+        )
 
     def record_complete(self, obj: PlannedObject, mtime_ns: int, md5: str | None = None) -> None:
         self._rows[obj.key] = (obj.etag, obj.size, COMPLETE)
@@ -449,33 +533,45 @@ class Journal:
 
     # -- status ------------------------------------------------------------------------------------
 
-    def status(self, active_pid: int | None) -> JournalStatus:
+    def status(self, active_pid: int | None, dest: Path) -> JournalStatus:
+        """Counts as the next pull would see them: a file is complete when the journal does not
+        mark it for refetch and a regular file of the planned size is at its final path under
+        ``dest`` (completed-file records are batched, so the journal alone lags behind the disk)."""
         db = self._db
         gen = db.execute("SELECT max(gen) FROM objects").fetchone()[0] or 0
-        total = db.execute("SELECT count(*), coalesce(sum(size),0) FROM objects WHERE gen=?", (gen,)).fetchone()
-        complete = db.execute("SELECT count(*), coalesce(sum(size),0) FROM objects WHERE gen=? AND state=?",
-                              (gen, COMPLETE)).fetchone()
-        partial = db.execute(
-            "SELECT count(DISTINCT p.key), coalesce(sum(p.end - p.start),0) FROM parts p JOIN objects o ON o.key=p.key "
-            "WHERE o.gen=? AND o.state!=?", (gen, COMPLETE)).fetchone()
-        partial_bytes_total = db.execute(
-            "SELECT coalesce(sum(size),0) FROM objects WHERE gen=? AND state!=? AND key IN (SELECT key FROM parts)",
-            (gen, COMPLETE)).fetchone()[0]
-        run = db.execute("SELECT started, ended, pid, outcome, summary FROM runs ORDER BY id DESC LIMIT 1").fetchone()
-        last_run = None
-        if run:
-            last_run = {
-                "started": _iso(run[0]), "ended": _iso(run[1]) if run[1] else None, "pid": run[2],
-                "outcome": run[3] or ("running" if active_pid else "interrupted"),
-                "summary": json.loads(run[4]) if run[4] else None,
-            }
-        sel = db.execute("SELECT value FROM meta WHERE name='selection'").fetchone()
-        pending_files = total[0] - complete[0] - partial[0]
-        pending_bytes = total[1] - complete[1] - partial_bytes_total
+        done = dict(db.execute("SELECT key, sum(end - start) FROM parts GROUP BY key").fetchall())
+        total = [0, 0]
+        complete = [0, 0]
+        partial = [0, 0, 0]  # files, bytes done, their sizes
+        for key, relpath, size, state in db.execute("SELECT key, relpath, size, state FROM objects WHERE gen=?", (gen,)):
+            total[0] += 1
+            total[1] += size
+            if state != REFETCH and is_complete_file(dest / relpath, size):
+                complete[0] += 1
+                complete[1] += size
+            elif key in done:
+                partial[0] += 1
+                partial[1] += done[key]
+                partial[2] += size
         return JournalStatus(
             str(self.path), total[0], total[1], complete[0], complete[1], partial[0], partial[1],
-            pending_files, pending_bytes, last_run, active_pid, json.loads(sel[0]) if sel else None,
+            total[0] - complete[0] - partial[0], total[1] - complete[1] - partial[2],
+            self._last_run(active_pid), active_pid, self._selection(),
         )
+
+    def _last_run(self, active_pid: int | None) -> dict[str, Any] | None:
+        run = self._db.execute("SELECT started, ended, pid, outcome, summary FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+        if run is None:
+            return None
+        return {
+            "started": _iso(run[0]), "ended": _iso(run[1]) if run[1] else None, "pid": run[2],
+            "outcome": run[3] or ("running" if active_pid else "interrupted"),
+            "summary": json.loads(run[4]) if run[4] else None,
+        }
+
+    def _selection(self) -> dict[str, Any] | None:
+        sel = self._db.execute("SELECT value FROM meta WHERE name='selection'").fetchone()
+        return json.loads(sel[0]) if sel else None
 
 
 def _iso(t: float) -> str:
@@ -483,21 +579,26 @@ def _iso(t: float) -> str:
 
 
 def status_of(dest: Path, journal_path: Path | None = None) -> JournalStatus:
-    """Read a destination's journal (read-only; works while a pull is running)."""
+    """Read a destination's journal: read-only, so that it works while a pull is running; when
+    that fails and no pull holds the destination, open it as a pull would (which recovers, say,
+    a journal whose write-ahead log was lost: a plain re-run works there too)."""
     path = journal_path or default_journal_path(dest)
     if not path.is_file():
         raise UsageError(f"no journal at {path}: nothing was pulled to {dest} with a journal yet")
     active = holder_pid(dest / STATE_DIR / "lock")
     try:
-        conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro&nofollow=1", uri=True, isolation_level=None)
-        conn.execute("PRAGMA busy_timeout=5000")
-        journal = Journal(path, conn)
-        try:
-            return journal.status(active)
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        raise JournalError(f"journal {path} is damaged or unreadable ({exc}): re-run pull with --reset-journal") from exc
+        return _status(Journal(path, connect(path, mode="ro")), active, dest)
+    except JournalError:
+        if active is not None:
+            raise
+    return _status(Journal.open(path), active, dest)
+
+
+def _status(journal: Journal, active: int | None, dest: Path) -> JournalStatus:
+    try:
+        return journal.status(active, dest)
+    finally:
+        journal.close()
 
 
 class JournalChecksums:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import unicodedata
 from pathlib import Path
 
@@ -60,6 +61,15 @@ def fold_name(path: str) -> str:
     """The form under which file systems that fold case or normalise Unicode (macOS, Windows,
     exFAT, case-folding ext4) store a path: two paths of equal form are one file there."""
     return unicodedata.normalize("NFC", path).casefold()
+
+
+def is_complete_file(path: Path, size: int) -> bool:
+    """Whether ``path`` is a regular file (not followed if a symlink) of ``size`` bytes."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == size
 
 
 def temp_path_for(final: Path) -> Path:

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .text import escape
+
 
 @dataclass(frozen=True)
 class ProgressEvent:
@@ -89,7 +91,7 @@ class TqdmBar:
         from tqdm import tqdm
 
         self._bar = tqdm(
-            total=0, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+            total=0, unit="B", unit_scale=True, unit_divisor=1024, desc=escape(desc),
             file=file or sys.stderr, dynamic_ncols=True, mininterval=0.2, smoothing=0.1,
         )
         self._seen = 0
@@ -101,7 +103,7 @@ class TqdmBar:
         delta = ev.bytes_done - self._seen
         self._seen = ev.bytes_done
         failed = f", {ev.files_failed} failed" if ev.files_failed else ""
-        bar.set_postfix_str(f"files {ev.files_done}/{ev.files_total}{failed}", refresh=False)
+        bar.set_postfix_str(escape(f"files {ev.files_done}/{ev.files_total}{failed}"), refresh=False)
         bar.update(delta)
 
     def close(self) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from .errors import HcpsyncError, ObjectChangedError
 from .journal import COMPLETE, REFETCH, Journal
 from .models import Part, PlannedObject
-from .paths import temp_path_for
+from .paths import is_complete_file, temp_path_for
 from .transfer import TransferObserver
 
 _READ_BLOCK = 1024 * 1024
@@ -37,11 +37,7 @@ class JournalObserver(TransferObserver):
         self.journal = journal
 
     def is_complete(self, obj: PlannedObject, path: Path) -> bool:
-        try:
-            st = os.lstat(path)
-        except OSError:
-            return False
-        if not stat.S_ISREG(st.st_mode) or st.st_size != obj.size:
+        if not is_complete_file(path, obj.size):
             return False
         # complete, or unknown history (a file of the planned size at its final path is trusted);
         # only a file marked for refetch (changed on the server, not durable, or found bad) is not

@@ -19,7 +19,6 @@ import asyncio
 import errno
 import hashlib
 import os
-import stat
 import zlib
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from .errors import (
     VerificationError,
 )
 from .models import Failure, Part, PlannedObject
-from .paths import DestGuard, fold_name, temp_path_for
+from .paths import DestGuard, fold_name, is_complete_file, temp_path_for
 from .progress import Progress
 from .ratelimit import RateLimiter
 from .retry import pause, should_retry
@@ -84,11 +83,7 @@ class TransferObserver:
 
     def is_complete(self, obj: PlannedObject, path: Path) -> bool:
         """Whether ``path`` already holds ``obj``.  Default: a regular file of the planned size."""
-        try:
-            st = os.lstat(path)
-        except OSError:
-            return False
-        return stat.S_ISREG(st.st_mode) and st.st_size == obj.size
+        return is_complete_file(path, obj.size)
 
 
 class CompositeObserver(TransferObserver):
@@ -418,9 +413,7 @@ class TransferPool:
         # keep a partial file only where a later run can resume it: ranged, and failed for a
         # reason that may pass (exhausted retries, a full disk), not for changed/wrong bytes
         keep = (
-            self.observer.keep_partial
-            and obj.size > self.config.multipart_threshold
-            and job.landed > 0  # a temp file with no finished range holds nothing to resume
+            self._resumable(job)
             and (err.retryable or isinstance(err, DiskFullError))
             and not isinstance(err, ObjectChangedError | VerificationError)
         )
@@ -446,13 +439,18 @@ class TransferPool:
                 job.fd = None
 
     def _abandon_open(self) -> None:
-        """Cancelled or stopped: close every open temp file (kept for resume, or removed)."""
+        """Cancelled or stopped: close every open temp file (kept if resumable, else removed)."""
         for job in list(self._open.values()):
             self._close(job)
-            if not self.observer.keep_partial:
+            if not self._resumable(job):
                 _unlink(job.temp)
         self._open.clear()
         self._temps.clear()
+
+    def _resumable(self, job: _FileJob) -> bool:
+        """Whether a later run can resume ``job``'s temp file: the observer keeps partial files,
+        and it is a ranged object with a finished range (a single GET always starts over)."""
+        return self.observer.keep_partial and job.obj.size > self.config.multipart_threshold and job.landed > 0
 
 
 def _local_error(exc: OSError, path: Path) -> HcpsyncError:
