@@ -42,6 +42,14 @@ from .storage import S3Storage
 
 _O_FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
+#: a worker gives the event loop a turn after this many objects that needed no request (skipped
+#: as complete, or failed before any): a re-run over 100k complete files still answers Ctrl-C
+YIELD_EVERY = 64
+
+#: what the parts generator yields: a part to fetch, ``(job, None)`` for "finish job" (no GET
+#: left), or None for an object done without a request
+_Item = tuple["_FileJob", Part | None] | None
+
 
 class TransferObserver:
     """Hooks around the pool; the defaults keep no state (a plain pull).
@@ -194,16 +202,18 @@ class TransferPool:
         self.result = PoolResult()
         self._open: dict[str, _FileJob] = {}
         self._stop: HcpsyncError | None = None
+        self._no_request = 0  # objects handled without a request (skipped or failed early)
 
     # -- scheduling ---------------------------------------------------------------------
 
-    def _parts(self, objects: Iterable[PlannedObject]) -> Generator[tuple[_FileJob, Part | None], None, None]:
-        """Lazily expand objects into work items; ``(job, None)`` means "finish job" (no GET left)."""
+    def _parts(self, objects: Iterable[PlannedObject]) -> Generator[_Item, None, None]:
+        """Lazily expand objects into work items (see ``_Item``)."""
         for obj in objects:
             if self._stop is not None:
                 return
             started = self._start_file(obj)
             if started is None:
+                yield None  # back to the worker, which lets the event loop in now and then
                 continue
             job, todo = started
             if not todo:
@@ -281,10 +291,14 @@ class TransferPool:
             self._abandon_open()
         return self.result
 
-    async def _worker(self, parts: Generator[tuple[_FileJob, Part | None], None, None]) -> None:
-        for job, part in parts:
+    async def _worker(self, parts: Generator[_Item, None, None]) -> None:
+        for item in parts:
             if self._stop is not None:
                 return
+            if item is None:
+                await self._breathe()
+                continue
+            job, part = item
             if part is not None and job.error is None:
                 try:
                     await self._fetch_part(job, part)
@@ -304,6 +318,13 @@ class TransferPool:
             job.remaining -= 1
             if job.remaining == 0:
                 await self._finish_file(job)
+
+    async def _breathe(self) -> None:
+        """An object needed no request: every ``YIELD_EVERY`` of them, let the event loop run
+        (signal handlers, timers); skipping complete files makes no await of its own."""
+        self._no_request += 1
+        if self._no_request % YIELD_EVERY == 0:
+            await asyncio.sleep(0)
 
     async def _fetch_part(self, job: _FileJob, part: Part) -> None:
         obj, cfg = job.obj, self.config
