@@ -42,8 +42,8 @@ from .storage import S3Storage
 
 _O_FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
-#: a worker gives the event loop a turn after this many objects that needed no request (skipped
-#: as complete, or failed before any): a re-run over 100k complete files still answers Ctrl-C
+#: the workers give the event loop a turn after this many objects that needed no request
+#: (skipped as complete, or failed before any): a re-run over 100k complete files answers Ctrl-C
 YIELD_EVERY = 64
 
 #: what the parts generator yields: a part to fetch, ``(job, None)`` for "finish job" (no GET
@@ -202,7 +202,8 @@ class TransferPool:
         self.result = PoolResult()
         self._open: dict[str, _FileJob] = {}
         self._stop: HcpsyncError | None = None
-        self._no_request = 0  # objects handled without a request (skipped or failed early)
+        self._no_request = 0  # objects handled without a request (skipped or failed early) ...
+        self._paused: asyncio.Event | None = None  # ... since the event loop's last turn
 
     # -- scheduling ---------------------------------------------------------------------
 
@@ -320,11 +321,22 @@ class TransferPool:
                 await self._finish_file(job)
 
     async def _breathe(self) -> None:
-        """An object needed no request: every ``YIELD_EVERY`` of them, let the event loop run
-        (signal handlers, timers); skipping complete files makes no await of its own."""
-        self._no_request += 1
-        if self._no_request % YIELD_EVERY == 0:
-            await asyncio.sleep(0)
+        """An object needed no request, so no await: after ``YIELD_EVERY`` of them, every worker
+        waits for the event loop's next turn (signal handlers, timers, I/O).  A plain
+        ``sleep(0)`` per worker is not enough: the loop runs every ready worker before it polls
+        again, and each would skip its own ``YIELD_EVERY`` files first."""
+        if self._paused is None:
+            self._no_request += 1
+            if self._no_request % YIELD_EVERY:
+                return
+            self._paused = asyncio.Event()
+            asyncio.get_running_loop().call_soon(self._resume)  # runs after the loop's next poll
+        await self._paused.wait()
+
+    def _resume(self) -> None:
+        paused, self._paused = self._paused, None
+        if paused is not None:
+            paused.set()
 
     async def _fetch_part(self, job: _FileJob, part: Part) -> None:
         obj, cfg = job.obj, self.config

@@ -3,11 +3,20 @@ thousands of complete files answers Ctrl-C at once (a real subprocess)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+from conftest import FAKE_ENV, fast_put
+
+from hcpsync import pull_sync
 from hcpsync.errors import ObjectChangedError
-from hcpsync.journal import Journal
+from hcpsync.journal import Journal, status_of
 from hcpsync.models import Part, Plan, PlannedObject, Selection
 from hcpsync.resume import JournalObserver
 
@@ -75,3 +84,64 @@ def test_a_journal_written_before_the_index_gets_it_when_opened(tmp_path: Path) 
         assert jnl.checksum_cache().get(f"{SUBJECT}/T1w/f7", 107, 1) is None
     finally:
         jnl.close()
+
+
+#: files of the no-op re-run, and how long each completeness check takes in it (a network file
+#: system's stat): the skip phase then lasts several seconds, whatever the journal's speed
+NOOP_FILES = 3000
+SLOW_CHECK_S = 0.002
+
+_SLOW_FS_PULL = f"""
+import sys, time
+from hcpsync import resume
+from hcpsync.cli import main
+check = resume.JournalObserver.is_complete
+def slow_check(self, obj, path):
+    time.sleep({SLOW_CHECK_S})
+    return check(self, obj, path)
+resume.JournalObserver.is_complete = slow_check
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_noop_rerun_over_thousands_of_complete_files_answers_sigint_at_once(
+    moto_url: str, bucket: str, tmp_path: Path
+) -> None:
+    tree = {f"HCP_1200/{SUBJECT}/T1w/d{i // 100}/f{i}.txt": f"file {i}\n".encode() for i in range(NOOP_FILES)}
+    fast_put(bucket, tree)
+    dest = tmp_path / "d"
+    for key, data in tree.items():
+        path = dest / key.removeprefix("HCP_1200/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    first = pull_sync(Selection(subjects=[SUBJECT], bucket=bucket), dest, endpoint_url=moto_url)
+    assert (first.skipped_files, first.transferred_files) == (NOOP_FILES, 0)  # all complete, now journaled
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_FS_PULL, "pull", "--endpoint-url", moto_url, "--bucket", bucket,
+         "--subject", SUBJECT, "--dest", str(dest), "--no-progress", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **FAKE_ENV},
+    )
+    try:
+        _wait_for(lambda: _last_outcome(dest) == "running", 30)  # planned and journaled: skipping now
+        time.sleep(0.3)  # well inside the skip phase (NOOP_FILES x SLOW_CHECK_S = 6 s)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        answered = time.monotonic() - t0
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert answered < 2.0, answered
+    assert _last_outcome(dest) == "interrupted"
+
+
+def _last_outcome(dest: Path) -> str | None:
+    last = status_of(dest).last_run
+    return str(last["outcome"]) if last else None
+
+
+def _wait_for(cond: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
