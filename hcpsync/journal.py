@@ -67,6 +67,10 @@ CREATE TABLE IF NOT EXISTS parts (
     crc INTEGER,
     PRIMARY KEY (key, start)
 );
+-- the checksum cache looks files up by path (the verifier's get, flush's md5 UPDATEs): without
+-- this index each lookup scanned the whole table, and a re-run was quadratic in the file count.
+-- Created here, so journals written before it get it when they are next opened.
+CREATE INDEX IF NOT EXISTS objects_relpath ON objects (relpath);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
     started REAL NOT NULL,

@@ -44,6 +44,14 @@ from .storage import S3Storage
 _O_OPEN = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _O_CREATE = _O_OPEN | os.O_CREAT | os.O_EXCL
 
+#: the workers give the event loop a turn after this many objects that needed no request
+#: (skipped as complete, or failed before any): a re-run over 100k complete files answers Ctrl-C
+YIELD_EVERY = 64
+
+#: what the parts generator yields: a part to fetch, ``(job, None)`` for "finish job" (no GET
+#: left), or None for an object done without a request
+_Item = tuple["_FileJob", Part | None] | None
+
 
 class TransferObserver:
     """Hooks around the pool; the defaults keep no state (a plain pull).
@@ -201,16 +209,19 @@ class TransferPool:
         self._open: dict[str, _FileJob] = {}
         self._temps: dict[str, str] = {}  # folded temp path -> key being written to it
         self._stop: HcpsyncError | None = None
+        self._no_request = 0  # objects handled without a request (skipped or failed early) ...
+        self._paused: asyncio.Event | None = None  # ... since the event loop's last turn
 
     # -- scheduling ---------------------------------------------------------------------
 
-    def _parts(self, objects: Iterable[PlannedObject]) -> Generator[tuple[_FileJob, Part | None], None, None]:
-        """Lazily expand objects into work items; ``(job, None)`` means "finish job" (no GET left)."""
+    def _parts(self, objects: Iterable[PlannedObject]) -> Generator[_Item, None, None]:
+        """Lazily expand objects into work items (see ``_Item``)."""
         for obj in objects:
             if self._stop is not None:
                 return
             started = self._start_file(obj)
             if started is None:
+                yield None  # back to the worker, which lets the event loop in now and then
                 continue
             job, todo = started
             if not todo:
@@ -314,10 +325,14 @@ class TransferPool:
             self._abandon_open()
         return self.result
 
-    async def _worker(self, parts: Generator[tuple[_FileJob, Part | None], None, None]) -> None:
-        for job, part in parts:
+    async def _worker(self, parts: Generator[_Item, None, None]) -> None:
+        for item in parts:
             if self._stop is not None:
                 return
+            if item is None:
+                await self._breathe()
+                continue
+            job, part = item
             if part is not None and job.error is None:
                 try:
                     crc = await self._fetch_part(job, part)
@@ -337,6 +352,24 @@ class TransferPool:
             job.remaining -= 1
             if job.remaining == 0:
                 await self._finish_file(job)
+
+    async def _breathe(self) -> None:
+        """An object needed no request, so no await: after ``YIELD_EVERY`` of them, every worker
+        waits for the event loop's next turn (signal handlers, timers, I/O).  A plain
+        ``sleep(0)`` per worker is not enough: the loop runs every ready worker before it polls
+        again, and each would skip its own ``YIELD_EVERY`` files first."""
+        if self._paused is None:
+            self._no_request += 1
+            if self._no_request % YIELD_EVERY:
+                return
+            self._paused = asyncio.Event()
+            asyncio.get_running_loop().call_soon(self._resume)  # runs after the loop's next poll
+        await self._paused.wait()
+
+    def _resume(self) -> None:
+        paused, self._paused = self._paused, None
+        if paused is not None:
+            paused.set()
 
     async def _fetch_part(self, job: _FileJob, part: Part) -> int:
         """Fetch ``part`` into the temp file; returns the CRC-32 of its bytes (ranged parts only).

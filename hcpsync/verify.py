@@ -395,6 +395,9 @@ class PullVerifier(TransferObserver):
         self._lock = asyncio.Lock()
         self._source: dict[str, str] = {}
         self._checked: dict[str, str] = {}
+        #: (key, whether the cache holds its expected MD5) from the last is_complete, for the
+        #: file_skipped that follows it (one stat and one cache lookup per skipped file, not two)
+        self._last_complete: tuple[str, bool] | None = None
         self._set_index(index if index is not None else ManifestIndex(()))
 
     def _set_index(self, index: ManifestIndex) -> None:
@@ -494,14 +497,19 @@ class PullVerifier(TransferObserver):
         return exp[0], self.cache.get(obj.relpath, st.st_size, st.st_mtime_ns)
 
     def is_complete(self, obj: PlannedObject, path: Path) -> bool:
+        self._last_complete = None
         if not super().is_complete(obj, path):
             return False
         want, have = self._cached(obj, path)
+        self._last_complete = (obj.key, want is not None and have == want)
         return not (want is not None and have is not None and have != want)  # known bad: fetch again
 
     def file_skipped(self, obj: PlannedObject, path: Path) -> None:
-        want, have = self._cached(obj, path)
-        if want is not None and have == want:
+        last, self._last_complete = self._last_complete, None
+        if last is None or last[0] != obj.key:  # not just asked by is_complete
+            want, have = self._cached(obj, path)
+            last = (obj.key, want is not None and have == want)
+        if last[1]:
             self.verified_files += 1
 
 
