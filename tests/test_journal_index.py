@@ -35,13 +35,13 @@ def _scans(db: sqlite3.Connection, sql: str) -> list[str]:
 def _per_file_statements(jnl: Journal, objects: list[PlannedObject], dest: Path) -> list[str]:
     """Every statement the journal runs through the per-file hooks (bound values expanded)."""
     statements: list[str] = []
-    jnl._db.set_trace_callback(statements.append)
+    jnl._db.conn.set_trace_callback(statements.append)
     observer, cache = JournalObserver(jnl), jnl.checksum_cache()
     for o in objects:
         path = dest / o.relpath
         temp = path.with_name(path.name + ".hcpsync-part")  # never created: resume drops the ranges
         observer.is_complete(o, path)
-        observer.part_done(Part(o, 0, 0, o.size, True), temp)
+        observer.part_done(Part(o, 0, 0, o.size, True), temp, 0)
         observer.resume_ranges(o, temp)
         observer.file_done(o, path)
         observer.file_skipped(o, path)
@@ -50,7 +50,8 @@ def _per_file_statements(jnl: Journal, objects: list[PlannedObject], dest: Path)
         jnl.completed_info(o.key)
         jnl.flush()
         observer.file_failed(o, ObjectChangedError("changed"), False)
-    jnl._db.set_trace_callback(None)
+        cache.mismatched(o.relpath)
+    jnl._db.conn.set_trace_callback(None)
     return [s for s in dict.fromkeys(statements) if s.split()[0].upper() not in ("BEGIN", "COMMIT", "ROLLBACK")]
 
 
@@ -62,7 +63,7 @@ def test_every_per_file_query_of_the_journal_uses_an_index(tmp_path: Path) -> No
         statements = _per_file_statements(jnl, objects, tmp_path / "dest")
         # the hooks did reach the database, the checksum cache's lookups by path among them
         assert any("WHERE relpath=" in s for s in statements) and any("FROM parts" in s for s in statements)
-        scanning = {s: _scans(jnl._db, s) for s in statements}
+        scanning = {s: _scans(jnl._db.conn, s) for s in statements}
         assert {s: scans for s, scans in scanning.items() if scans} == {}
     finally:
         jnl.close()

@@ -75,6 +75,13 @@ def kill_after_parts(args: list[str], journal: Path, parts: int = 3) -> None:
     assert proc.returncode == -signal.SIGKILL, "the pull ended before it could be killed"
 
 
+def stat_of(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except FileNotFoundError:  # between the unlink and the exclusive create of a new temp file
+        return None
+
+
 def big_object(s3: Any, bucket: str, tag: str) -> bytes:
     data = det_bytes(12 * MiB, tag)
     put_multipart(s3, bucket, BIG_KEY, data)
@@ -110,7 +117,7 @@ def test_no_journal_run_in_between_is_not_trusted(moto_url: str, s3: Any, bucket
     temp = temp_path_for(dest / BIG_REL)
     before = temp.stat().st_mtime_ns
     proc = spawn(cmd(moto_url, bucket, dest, *SLOW, "--no-journal"))  # re-creates the temp file, then dies too
-    wait_until(lambda: temp.exists() and temp.stat().st_mtime_ns != before)
+    wait_until(lambda: (st := stat_of(temp)) is not None and st.st_mtime_ns != before)
     time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
@@ -143,7 +150,7 @@ def test_shortened_temp_then_interrupted_resume(moto_url: str, s3: Any, bucket: 
     os.truncate(temp, 2 * MiB)
     # the resumed run re-preallocates the temp file to full size, and is itself killed then
     proc = spawn(cmd(moto_url, bucket, dest, *SLOW))
-    wait_until(lambda: temp.stat().st_size == len(data))
+    wait_until(lambda: (st := stat_of(temp)) is not None and st.st_size == len(data))
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
     completes_with(cmd(moto_url, bucket, dest, *PARTS), dest, data)
