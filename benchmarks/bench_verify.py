@@ -38,8 +38,8 @@ from pathlib import Path
 
 from hcpsync import Selection, TransferConfig
 from hcpsync.api import pull
-from hcpsync.storage import StorageOptions
-from hcpsync.synth import SynthFile, synth_release
+from hcpsync.demo.synth import SynthFile, synth_release
+from hcpsync.store.s3 import StorageOptions
 
 WORK = Path(__file__).resolve().parent / "work" / "verify"
 BUCKET = "hcp-openaccess"

@@ -245,7 +245,7 @@ def machine_info() -> dict[str, Any]:
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.processor())
     deps = {}
-    for name in ("hcpsync", "aiobotocore", "botocore", "aiohttp", "aiofiles", "tqdm"):
+    for name in ("hcpsync", "aiobotocore", "botocore", "aiohttp", "tqdm"):
         try:
             deps[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

@@ -8,8 +8,8 @@ Keys are the 12,863 real keys of ``shared/workloads/HCP_1200-100206-keys.txt`` r
 synthetic subjects (``100206`` replaced by ``200000``, ``200001``, ...; also inside file names,
 as in ``100206_3T_...``), so paths have HCP's depth and length.  Phases, each timed:
 
-1. ``plan``: what :func:`hcpsync.planner.build_plan` does once the listing is in:
-   ``check_relpath`` on every key, :func:`hcpsync.planner._drop_clashes`, the sort by key,
+1. ``plan``: what :func:`hcpsync.planning.listing.build_plan` does once the listing is in:
+   ``check_relpath`` on every key, :func:`hcpsync.planning.listing._drop_clashes`, the sort by key,
    and the :class:`hcpsync.models.Plan` (with ``total_bytes``);
 2. ``journal_start``: ``Journal.open`` on a new file and ``start_run(plan)`` (the plan's
    rows inserted);
@@ -37,7 +37,7 @@ from typing import Any
 from hcpsync.journal import Journal
 from hcpsync.models import Plan, PlannedObject, Selection
 from hcpsync.paths import check_relpath
-from hcpsync.planner import _drop_clashes, glob_filter
+from hcpsync.planning.listing import _drop_clashes, glob_filter
 
 from .workloads import DEFAULT_WORK_DIR, default_keys_file, read_keys
 

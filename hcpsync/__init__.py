@@ -2,11 +2,11 @@
 
 from .api import Mirror, SubjectMirror, plan, plan_sync, pull, pull_sync, run_sync
 from .config import TransferConfig
+from .engine.progress import ProgressEvent
 from .errors import HcpsyncError
 from .models import Plan, PlannedObject, PullReport, Selection
-from .progress import ProgressEvent
-from .storage import StorageOptions
-from .verify import VerifyReport, verify_tree
+from .store.s3 import StorageOptions
+from .verify.core import VerifyReport, verify_tree
 
 __version__ = "0.1.0"
 

@@ -23,16 +23,16 @@ from typing import Any, TypeVar
 
 from .config import TransferConfig
 from .dest import claim_source, prepare_dest, prepare_state_dir
+from .engine.limits import fit_to_fd_limit
+from .engine.pool import CompositeObserver, PoolResult, TransferObserver, TransferPool
+from .engine.progress import Progress, ProgressCallback
 from .errors import EtagMismatchError, HcpsyncError, JournalError, ObjectChangedError, VerificationError
-from .journal import Journal, Lock, default_journal_path
-from .limits import fit_to_fd_limit
+from .journal.resume import JournalObserver, check_partials
+from .journal.store import Journal, Lock, default_journal_path
 from .models import DEFAULT_BUCKET, DEFAULT_RELEASE, Failure, Plan, PlannedObject, PullReport, Selection
-from .planner import build_plan
-from .progress import Progress, ProgressCallback
-from .resume import JournalObserver, check_partials
-from .storage import S3Storage, StorageOptions
-from .transfer import CompositeObserver, PoolResult, TransferObserver, TransferPool
-from .verify import plan_for, prepare_pull
+from .planning.listing import build_plan
+from .store.s3 import S3Storage, StorageOptions
+from .verify.core import plan_for, prepare_pull
 
 T = TypeVar("T")
 

@@ -261,7 +261,7 @@ def test_power_loss_trusts_only_synced_records(moto_url: str, bucket: str, tmp_p
 
 
 def test_journal_caches_verified_checksums_for_verify(moto_url: str, bucket: str, tmp_path: Path) -> None:
-    from hcpsync.synth import synth_subject
+    from hcpsync.demo.synth import synth_subject
 
     files = synth_subject(SUBJECT, scale=0.1, large_size=256 * 1024)
     fast_put(bucket, {f.key: f.data() for f in files})

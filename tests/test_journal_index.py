@@ -17,8 +17,8 @@ from conftest import FAKE_ENV, fast_put
 from hcpsync import pull_sync
 from hcpsync.errors import ObjectChangedError
 from hcpsync.journal import Journal, status_of
+from hcpsync.journal.resume import JournalObserver
 from hcpsync.models import Part, Plan, PlannedObject, Selection
-from hcpsync.resume import JournalObserver
 
 SUBJECT = "100307"
 
@@ -94,7 +94,7 @@ SLOW_CHECK_S = 0.002
 
 _SLOW_FS_PULL = f"""
 import sys, time
-from hcpsync import resume
+from hcpsync.journal import resume
 from hcpsync.cli import main
 check = resume.JournalObserver.is_complete
 def slow_check(self, obj, path):

@@ -1,4 +1,4 @@
-"""hcpsync.manifest: parsing .xdlm manifests defensively, and the index over them."""
+"""hcpsync.verify.manifest: parsing .xdlm manifests defensively, and the index over them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 
 from hcpsync.errors import HcpsyncError, ManifestError, SelectionError
-from hcpsync.manifest import (
+from hcpsync.verify.manifest import (
     Manifest,
     ManifestEntry,
     ManifestIndex,

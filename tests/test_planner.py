@@ -9,7 +9,7 @@ from conftest import fast_put
 
 from hcpsync import Selection, plan
 from hcpsync.errors import SelectionError
-from hcpsync.planner import minimal_paths, under_path
+from hcpsync.planning.listing import minimal_paths, under_path
 
 
 async def _plan(url: str, **kw: Any) -> Any:

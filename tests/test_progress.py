@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from hcpsync.progress import Progress, ProgressEvent, TqdmBar, want_bar
+from hcpsync.engine.progress import Progress, ProgressEvent, TqdmBar, want_bar
 
 
 def test_progress_throttles_byte_events_but_reports_every_file() -> None:

@@ -22,9 +22,9 @@ from faultproxy import FaultProxy, Rule
 
 from hcpsync import Selection, TransferConfig, pull
 from hcpsync.config import KiB
+from hcpsync.engine.pool import split_parts
 from hcpsync.errors import DiskFullError
 from hcpsync.models import PlannedObject
-from hcpsync.transfer import split_parts
 
 REL = "HCP_1200/"
 SUBJ = "HCP_1200/100307/"
@@ -328,7 +328,7 @@ async def test_disk_full_stops_cleanly_and_a_later_run_completes(
     # it is cut short, and a complete-looking (preallocated) A must still not reach its final path
     proxy.add_rule(Rule("delay", key_contains="A.nii", after_requests=1, times=1, delay_seconds=1.0))
     disk = FillingDisk(budget=256 * KiB + 768 * KiB + 3 + 50 * KiB)
-    monkeypatch.setattr(os, "pwrite", disk)  # the os module hcpsync.transfer writes through
+    monkeypatch.setattr(os, "pwrite", disk)  # the os module hcpsync.engine.pool writes through
     cfg = TransferConfig(concurrency=4, part_size=256 * KiB, multipart_threshold=256 * KiB, backoff_base=0.01)
     sel = Selection(subjects=("100307",), bucket=bucket)
     with pytest.raises(DiskFullError, match="no space left") as exc:

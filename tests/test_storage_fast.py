@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from hcpsync.config import TransferConfig
-from hcpsync.s3get import FastGetter, object_url, parse_error
+from hcpsync.store.s3_http import FastGetter, object_url, parse_error
 
 
 def test_object_url_styles() -> None:
@@ -45,7 +45,7 @@ async def test_region_redirect_is_followed_once_and_remembered(monkeypatch: Any)
 
     getter = FastGetter(TransferConfig(), None, "us-east-1", Credentials("AKIDEXAMPLE", "secret"), False)
     # talk to the local server in place of AWS
-    monkeypatch.setattr("hcpsync.s3get.object_url",
+    monkeypatch.setattr("hcpsync.store.s3_http.object_url",
                         lambda endpoint, region, bucket, key: f"http://127.0.0.1:{port}/{bucket}/{key}")
     try:
         for _ in range(2):

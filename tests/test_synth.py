@@ -1,4 +1,4 @@
-"""hcpsync.synth: a deterministic, realistic synthetic HCP release, and seeding it into S3."""
+"""hcpsync.demo.synth: a deterministic, realistic synthetic HCP release, and seeding it into S3."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ from typing import Any
 
 import pytest
 
-from hcpsync.manifest import ManifestIndex, is_manifest_key, parse_manifest
-from hcpsync.paths import check_relpath
-from hcpsync.synth import (
+from hcpsync.demo.synth import (
     BLOCK,
     DEFAULT_LARGE_SIZE,
     PACKAGES,
@@ -20,6 +18,8 @@ from hcpsync.synth import (
     synth_release,
     synth_subject,
 )
+from hcpsync.paths import check_relpath
+from hcpsync.verify.manifest import ManifestIndex, is_manifest_key, parse_manifest
 
 MiB = 1024 * 1024
 PART = 8 * MiB

@@ -24,11 +24,7 @@ from faultproxy import FaultProxy
 from hcpsync import Selection, TransferConfig
 from hcpsync.api import plan, plan_sync, pull, pull_sync, run_sync
 from hcpsync.cli import main
-from hcpsync.errors import SelectionError, UsageError, VerificationError
-from hcpsync.hashing import HashStopped, etag_md5, md5_file
-from hcpsync.models import PlannedObject
-from hcpsync.storage import StorageOptions
-from hcpsync.synth import (
+from hcpsync.demo.synth import (
     PACKAGES,
     PKG_MOTOR_PREPROC,
     PKG_MOTOR_UNPROC,
@@ -37,7 +33,11 @@ from hcpsync.synth import (
     package_relpaths,
     synth_release,
 )
+from hcpsync.errors import SelectionError, UsageError, VerificationError
+from hcpsync.models import PlannedObject
+from hcpsync.store.s3 import StorageOptions
 from hcpsync.verify import MemoryVerifiedCache, PullVerifier, list_packages, verify_tree
+from hcpsync.verify.hashing import HashStopped, etag_md5, md5_file
 
 KiB = 1024
 REL = "HCP_1200"
@@ -202,7 +202,7 @@ async def test_checksum_mismatch_is_fetched_again_then_failed_and_never_final(
 
 
 def test_pull_verifier_trusts_only_matching_cached_checksums(tmp_path: Path) -> None:
-    from hcpsync.manifest import ManifestIndex, parse_manifest
+    from hcpsync.verify.manifest import ManifestIndex, parse_manifest
 
     data = b"0123456789"
     doc = {"DownloadManifest": {"Includes": [{"URI": "100307/f", "Checksum": md5(data)}]}}
@@ -240,8 +240,8 @@ async def test_pull_verifier_check_file_raises_with_both_md5s(tmp_path: Path) ->
 
 async def test_pull_verifier_loads_manifests_once_when_first_needed(tmp_path: Path) -> None:
     from hcpsync.errors import EndpointError
-    from hcpsync.manifest import parse_manifest
     from hcpsync.verify import ManifestSet
+    from hcpsync.verify.manifest import parse_manifest
 
     doc = {"DownloadManifest": {"Includes": [{"URI": "100307/f", "Checksum": md5(b"listed")}]}}
     calls = []

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .text import escape
+from ..text import escape
 
 
 @dataclass(frozen=True)

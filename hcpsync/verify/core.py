@@ -40,8 +40,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Protocol
 
-from .config import TransferConfig
-from .errors import (
+from ..config import TransferConfig
+from ..engine.pool import TransferObserver
+from ..errors import (
     CredentialsError,
     DestinationError,
     EndpointError,
@@ -52,13 +53,12 @@ from .errors import (
     UsageError,
     VerificationError,
 )
+from ..models import DEFAULT_BUCKET, DEFAULT_RELEASE, ObjectInfo, Plan, PlannedObject, Selection
+from ..paths import STATE_DIR, TEMP_SUFFIX
+from ..planning.listing import build_plan, glob_filter, under_path
+from ..store.s3 import S3Storage, StorageOptions
 from .hashing import HASH_BLOCK, HashStopped, etag_md5, md5_file
 from .manifest import MANIFEST_DIR, Manifest, ManifestEntry, ManifestIndex, is_manifest_key, parse_manifest
-from .models import DEFAULT_BUCKET, DEFAULT_RELEASE, ObjectInfo, Plan, PlannedObject, Selection
-from .paths import STATE_DIR, TEMP_SUFFIX
-from .planner import build_plan, glob_filter, under_path
-from .storage import S3Storage, StorageOptions
-from .transfer import TransferObserver
 
 #: listings and GETs of manifests in flight at once
 MANIFEST_CONCURRENCY = 32

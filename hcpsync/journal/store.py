@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .errors import JournalError, LockedError, UsageError
-from .models import Part, Plan, PlannedObject
-from .paths import STATE_DIR, is_complete_file
+from ..errors import JournalError, LockedError, UsageError
+from ..models import Part, Plan, PlannedObject
+from ..paths import STATE_DIR, is_complete_file
 
 SCHEMA_VERSION = 1
 JOURNAL_NAME = "journal.sqlite"

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import TransferConfig
-from .errors import (
+from ..config import TransferConfig
+from ..errors import (
     DiskFullError,
     HcpsyncError,
     LocalIOError,
@@ -34,12 +34,12 @@ from .errors import (
     UnsafePathError,
     VerificationError,
 )
-from .models import Failure, Part, PlannedObject
-from .paths import DestGuard, fold_name, is_complete_file, temp_path_for
+from ..models import Failure, Part, PlannedObject
+from ..paths import DestGuard, fold_name, is_complete_file, temp_path_for
+from ..store.ratelimit import RateLimiter
+from ..store.retry import pause, should_retry
+from ..store.s3 import S3Storage
 from .progress import Progress
-from .ratelimit import RateLimiter
-from .retry import pause, should_retry
-from .storage import S3Storage
 
 _O_OPEN = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _O_CREATE = _O_OPEN | os.O_CREAT | os.O_EXCL

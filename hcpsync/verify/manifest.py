@@ -23,8 +23,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from .errors import ManifestError, SelectionError, UnsafePathError
-from .paths import check_relpath
+from ..errors import ManifestError, SelectionError, UnsafePathError
+from ..paths import check_relpath
 
 MANIFEST_DIR = ".xdlm"
 

@@ -16,11 +16,11 @@ import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import HcpsyncError, ObjectChangedError
-from .journal import COMPLETE, REFETCH, Journal
-from .models import Part, PlannedObject
-from .paths import is_complete_file, temp_path_for
-from .transfer import TransferObserver
+from ..engine.pool import TransferObserver
+from ..errors import HcpsyncError, ObjectChangedError
+from ..models import Part, PlannedObject
+from ..paths import is_complete_file, temp_path_for
+from .store import COMPLETE, REFETCH, Journal
 
 _READ_BLOCK = 1024 * 1024
 _O_READ = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)

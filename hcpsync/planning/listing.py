@@ -7,10 +7,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from .errors import SelectionError, UnsafePathError
-from .models import ObjectInfo, Plan, PlannedObject, Rejected, Selection
-from .paths import check_relpath, fold_name
-from .storage import S3Storage
+from ..errors import SelectionError, UnsafePathError
+from ..models import ObjectInfo, Plan, PlannedObject, Rejected, Selection
+from ..paths import check_relpath, fold_name
+from ..store.s3 import S3Storage
 
 #: listings run at once across subjects
 LIST_CONCURRENCY = 16

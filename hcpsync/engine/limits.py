@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .config import TransferConfig
+from ..config import TransferConfig
 
 try:
     import resource

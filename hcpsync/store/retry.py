@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 
-from .config import TransferConfig
-from .errors import HcpsyncError, ThrottledError
+from ..config import TransferConfig
+from ..errors import HcpsyncError, ThrottledError
 
 
 def backoff_delay(config: TransferConfig, attempt: int, error: HcpsyncError | None = None) -> float:

@@ -35,7 +35,7 @@ from fnmatch import fnmatchcase
 from functools import lru_cache
 from typing import Any
 
-from .manifest import MANIFEST_DIR, parse_manifest
+from ..verify.manifest import MANIFEST_DIR, parse_manifest
 
 KiB = 1024
 MiB = 1024 * KiB

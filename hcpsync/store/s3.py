@@ -24,8 +24,8 @@ from aiobotocore.session import AioSession
 from botocore import UNSIGNED
 from botocore import exceptions as bce
 
-from .config import TransferConfig
-from .errors import (
+from ..config import TransferConfig
+from ..errors import (
     AccessDeniedError,
     BadResponseError,
     CredentialsError,
@@ -42,9 +42,9 @@ from .errors import (
     TransientError,
     UsageError,
 )
-from .models import ObjectInfo
+from ..models import ObjectInfo
 from .retry import pause, should_retry
-from .s3get import FastGetter, parse_error
+from .s3_http import FastGetter, parse_error
 
 CREDENTIALS_HINT = (
     "HCP data needs the AWS keys ConnectomeDB issues: store them with "

@@ -17,15 +17,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from . import api
-from .config import TransferConfig, parse_rate, parse_size
-from .errors import HcpsyncError, SelectionError, UsageError
-from .journal import open_journal_if_any, status_of
-from .models import DEFAULT_BUCKET, DEFAULT_RELEASE, Plan, PullReport, Selection
-from .progress import ProgressCallback, ProgressEvent, TqdmBar, want_bar
-from .storage import StorageOptions
-from .text import escape, say
-from .verify import VerifyReport, check_dest, discover_subjects, list_packages, verify_tree
+from .. import api
+from ..config import TransferConfig, parse_rate, parse_size
+from ..engine.progress import ProgressCallback, ProgressEvent, TqdmBar, want_bar
+from ..errors import HcpsyncError, SelectionError, UsageError
+from ..journal.store import open_journal_if_any, status_of
+from ..models import DEFAULT_BUCKET, DEFAULT_RELEASE, Plan, PullReport, Selection
+from ..store.s3 import StorageOptions
+from ..text import escape, say
+from ..verify.core import VerifyReport, check_dest, discover_subjects, list_packages, verify_tree
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 #: stdout's reader went away (`| head`): the status a shell reports for a tool killed by SIGPIPE
@@ -279,7 +279,7 @@ def emit_report(report: PullReport, as_json: bool) -> None:
 
 
 async def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from ..demo.server import run_demo
 
     callback, bar = progress_for(args)
     try:

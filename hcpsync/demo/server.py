@@ -10,12 +10,12 @@ import os
 import sys
 from typing import Any, TextIO
 
-from .api import pull
-from .config import MiB, TransferConfig
-from .models import Selection
-from .progress import ProgressCallback
-from .storage import StorageOptions
-from .text import say
+from ..api import pull
+from ..config import MiB, TransferConfig
+from ..engine.progress import ProgressCallback
+from ..models import Selection
+from ..store.s3 import StorageOptions
+from ..text import say
 
 DEMO_BUCKET = "hcp-openaccess"
 DEMO_RELEASE = "HCP_1200"

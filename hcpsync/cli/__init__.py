@@ -1,0 +1,5 @@
+"""The ``hcpsync`` command line."""
+
+from .main import entry, main
+
+__all__ = ["entry", "main"]
