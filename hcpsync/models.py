@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 
 from .errors import SelectionError
 
@@ -223,8 +222,3 @@ class PullReport:
             "notes": list(self.notes),
         }
 
-
-def relpath_for_key(key: str, release: str) -> str:
-    """``HCP_1200/100307/T1w/x`` -> ``100307/T1w/x`` (no safety checks; see :mod:`hcpsync.paths`)."""
-    prefix = release.rstrip("/") + "/"
-    return key[len(prefix) :] if key.startswith(prefix) else str(PurePosixPath(key))

@@ -93,10 +93,6 @@ class DestGuard:
         self.dest = dest
         self._ok: set[str] = {""}
 
-    def local_path(self, rel: str) -> Path:
-        check_relpath(rel)
-        return self.dest / rel
-
     def ensure_parent(self, rel: str) -> Path:
         """Create the parent folders of ``DEST/rel`` and return the file's path.
 
@@ -130,9 +126,19 @@ class DestGuard:
                 raise UnsafePathError(f"a file is in the way of folder {current}/")
             self._ok.add(current)
 
+    def final_stat(self, path: Path) -> os.stat_result | None:
+        """``lstat`` of a final path (None when nothing is there); refuses a symlink or a folder
+        standing there, which hcpsync never writes through or replaces."""
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            raise UnsafePathError(f"{path.name} already exists as a symlink; refusing to replace it")
+        if stat.S_ISDIR(st.st_mode):
+            raise UnsafePathError(f"{path.name} already exists as a folder")
+        return st
+
     def check_final(self, path: Path) -> None:
         """Refuse to write where a symlink or a folder already stands at the final path."""
-        if path.is_symlink():
-            raise UnsafePathError(f"{path.name} already exists as a symlink; refusing to replace it")
-        if path.is_dir():
-            raise UnsafePathError(f"{path.name} already exists as a folder")
+        self.final_stat(path)

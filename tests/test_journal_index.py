@@ -15,9 +15,10 @@ from pathlib import Path
 from conftest import FAKE_ENV, fast_put
 
 from hcpsync import pull_sync
+from hcpsync.engine.events import FileDone, FileFailed, FileSkipped, PartDone
 from hcpsync.errors import ObjectChangedError
 from hcpsync.journal import Journal, status_of
-from hcpsync.journal.resume import JournalObserver
+from hcpsync.journal.resume import JournalGate
 from hcpsync.models import Part, Plan, PlannedObject, Selection
 
 SUBJECT = "100307"
@@ -36,20 +37,18 @@ def _per_file_statements(jnl: Journal, objects: list[PlannedObject], dest: Path)
     """Every statement the journal runs through the per-file hooks (bound values expanded)."""
     statements: list[str] = []
     jnl._db.conn.set_trace_callback(statements.append)
-    observer, cache = JournalObserver(jnl), jnl.checksum_cache()
+    gate, cache = JournalGate(jnl), jnl.checksum_cache()
     for o in objects:
         path = dest / o.relpath
-        temp = path.with_name(path.name + ".hcpsync-part")  # never created: resume drops the ranges
-        observer.is_complete(o, path)
-        observer.part_done(Part(o, 0, 0, o.size, True), temp, 0)
-        observer.resume_ranges(o, temp)
-        observer.file_done(o, path)
-        observer.file_skipped(o, path)
+        gate.must_refetch(o)
+        gate(PartDone(Part(o, 0, 0, o.size, True), 0))
+        gate.resume_ranges(o)
+        gate(FileDone(o, path, 123, None))
+        gate(FileSkipped(o, path, 123, False))
         cache.put(o.relpath, o.size, 123, "0" * 32)
         cache.get(o.relpath, o.size, 123)
-        jnl.completed_info(o.key)
         jnl.flush()
-        observer.file_failed(o, ObjectChangedError("changed"), False)
+        gate(FileFailed(o, ObjectChangedError("changed"), False))
         cache.mismatched(o.relpath)
     jnl._db.conn.set_trace_callback(None)
     return [s for s in dict.fromkeys(statements) if s.split()[0].upper() not in ("BEGIN", "COMMIT", "ROLLBACK")]
@@ -96,11 +95,11 @@ _SLOW_FS_PULL = f"""
 import sys, time
 from hcpsync.journal import resume
 from hcpsync.cli import main
-check = resume.JournalObserver.is_complete
-def slow_check(self, obj, path):
+check = resume.JournalGate.must_refetch
+def slow_check(self, obj):
     time.sleep({SLOW_CHECK_S})
-    return check(self, obj, path)
-resume.JournalObserver.is_complete = slow_check
+    return check(self, obj)
+resume.JournalGate.must_refetch = slow_check
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -22,9 +22,9 @@ from faultproxy import FaultProxy, Rule
 
 from hcpsync import Selection, TransferConfig, pull
 from hcpsync.config import KiB
-from hcpsync.engine.pool import split_parts
 from hcpsync.errors import DiskFullError
 from hcpsync.models import PlannedObject
+from hcpsync.planning.schedule import split_parts
 
 REL = "HCP_1200/"
 SUBJ = "HCP_1200/100307/"

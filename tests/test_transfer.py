@@ -13,9 +13,9 @@ from conftest import det_bytes, fast_put, tree_files
 
 from hcpsync import Selection, TransferConfig, pull
 from hcpsync.config import KiB, MiB
-from hcpsync.engine.pool import split_parts
 from hcpsync.engine.progress import ProgressEvent
 from hcpsync.models import PlannedObject
+from hcpsync.planning.schedule import split_parts
 
 TUTORIAL = "q1/100307/MNINonLinear/Results/tfMRI_MOTOR_LR"
 

@@ -33,6 +33,7 @@ from hcpsync.demo.synth import (
     package_relpaths,
     synth_release,
 )
+from hcpsync.engine.events import FileDone, FileSkipped
 from hcpsync.errors import SelectionError, UsageError, VerificationError
 from hcpsync.models import PlannedObject
 from hcpsync.store.s3 import StorageOptions
@@ -213,14 +214,15 @@ def test_pull_verifier_trusts_only_matching_cached_checksums(tmp_path: Path) -> 
     st = path.stat()
     obj = PlannedObject(f"{REL}/100307/f", len(data), "etag-1", "100307/f")
     v = PullVerifier(index, cache)
-    assert v.is_complete(obj, path)
-    v.file_skipped(obj, path)
-    assert v.verified_files == 0  # complete by size, but nothing says its MD5: not counted
+    assert v.skip_verdict(obj, st.st_size, st.st_mtime_ns) == "unverified"  # nothing says its MD5: not counted
     cache.put("100307/f", st.st_size, st.st_mtime_ns, md5(data))
-    v.file_skipped(obj, path)
+    assert v.skip_verdict(obj, st.st_size, st.st_mtime_ns) == "verified"
+    assert v.skip_verdict(obj, st.st_size, st.st_mtime_ns + 1) == "unverified"  # touched since: unknown
+    v(FileSkipped(obj, path, st.st_mtime_ns, True))
+    v(FileSkipped(obj, path, st.st_mtime_ns, False))
     assert v.verified_files == 1
     cache.put("100307/f", st.st_size, st.st_mtime_ns, md5(b"something else"))
-    assert not v.is_complete(obj, path)  # known bad: fetched again
+    assert v.skip_verdict(obj, st.st_size, st.st_mtime_ns) == "bad"  # known bad: fetched again
     assert v.wants_md5(obj) and not v.wants_md5(PlannedObject("k", 1, "abc-2", "100307/other"))
 
 
@@ -228,14 +230,18 @@ async def test_pull_verifier_check_file_raises_with_both_md5s(tmp_path: Path) ->
     temp = tmp_path / "t"
     temp.write_bytes(b"served")
     obj = PlannedObject("k", 6, md5(b"listed"), "100307/k")
-    v = PullVerifier()
+    cache = MemoryVerifiedCache()
+    v = PullVerifier(None, cache)
     with pytest.raises(VerificationError, match=f"S3 ETag: expected {md5(b'listed')}, got {md5(b'served')}"):
-        await v.check_file(obj, temp, None)  # hashed from the file (a ranged download)
-    await v.check_file(PlannedObject("k2", 6, md5(b"served"), "100307/k2"), temp, md5(b"served"))
-    v.file_done(PlannedObject("k2", 6, md5(b"served"), "100307/k2"), temp)
-    await v.check_file(PlannedObject("k3", 6, "mtime-size", "100307/k3"), temp, None)
-    v.file_done(PlannedObject("k3", 6, "mtime-size", "100307/k3"), temp)
+        await v.check(obj, temp, None, True)  # hashed from the file (a ranged download)
+    k2, k3 = PlannedObject("k2", 6, md5(b"served"), "100307/k2"), PlannedObject("k3", 6, "mtime-size", "100307/k3")
+    assert await v.check(k2, temp, md5(b"served"), True) == md5(b"served")
+    assert await v.check(PlannedObject("k4", 6, md5(b"x"), "100307/k4"), temp, None, False) is None  # SSE: no MD5
+    assert await v.check(k3, temp, None, True) is None
+    v(FileDone(k2, temp, 77, md5(b"served")))
+    v(FileDone(k3, temp, 77, None))
     assert (v.verified_files, v.unverified_files) == (1, 1)
+    assert cache.get("100307/k2", 6, 77) == md5(b"served") and cache.get("100307/k3", 6, 77) is None
 
 
 async def test_pull_verifier_loads_manifests_once_when_first_needed(tmp_path: Path) -> None:
@@ -256,17 +262,17 @@ async def test_pull_verifier_loads_manifests_once_when_first_needed(tmp_path: Pa
     v = PullVerifier(None, loader=load)
     obj = PlannedObject("k", 6, "not-an-md5", "100307/f")
     assert v.wants_md5(obj) and not calls  # not loaded yet: hash every stream, in case
-    results = await asyncio.gather(v.check_file(obj, temp, md5(b"served")), v.check_file(obj, temp, md5(b"listed")),
+    results = await asyncio.gather(v.check(obj, temp, md5(b"served"), True), v.check(obj, temp, md5(b"listed"), True),
                                    return_exceptions=True)
     assert len(calls) == 1  # one load for all
-    assert isinstance(results[0], VerificationError) and results[1] is None
+    assert isinstance(results[0], VerificationError) and results[1] == md5(b"listed")
     assert not v.wants_md5(PlannedObject("k2", 1, "not-an-md5", "100307/other"))
 
     async def down() -> ManifestSet:
         raise EndpointError("cannot connect")
 
     v = PullVerifier(None, loader=down)
-    await v.check_file(PlannedObject("k", 6, md5(b"served"), "100307/f"), temp, None)  # the ETag still checks
+    await v.check(PlannedObject("k", 6, md5(b"served"), "100307/f"), temp, None, True)  # the ETag still checks
     assert v.notes and "could not fetch the .xdlm manifests" in v.notes[0]
 
 

@@ -21,7 +21,7 @@ from .. import api
 from ..config import TransferConfig, parse_rate, parse_size
 from ..engine.progress import ProgressCallback, ProgressEvent, TqdmBar, want_bar
 from ..errors import HcpsyncError, SelectionError, UsageError
-from ..journal.store import open_journal_if_any, status_of
+from ..journal import open_journal_if_any, status_of
 from ..models import DEFAULT_BUCKET, DEFAULT_RELEASE, Plan, PullReport, Selection
 from ..store.s3 import StorageOptions
 from ..text import escape, say

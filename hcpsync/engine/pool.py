@@ -1,48 +1,39 @@
 """The transfer pool: bounded-concurrency workers that move parts from S3 to disk.
 
-The unit of work is a :class:`~hcpsync.models.Part`: one GET of a byte range of one
-object (a small object is one part fetched without a Range header).  ``concurrency``
-workers pull parts from one lazy generator, so the bound on requests in flight is global
-across all files, and one large file's ranges run side by side.
+The unit of work is a :class:`~hcpsync.models.Part` (see :mod:`hcpsync.planning.schedule`):
+one GET of a byte range of one object, or of a small object whole.  ``concurrency`` workers
+pull parts from one lazy generator, so the bound on requests in flight is global across all
+files, and one large file's ranges run side by side.
 
-Each part streams its body in ``chunk_size`` pieces written with ``pwrite`` at their offset
-into ``<final>.hcpsync-part``, preallocated for ranged files; when every part of a file is
-in, the file is checked (size, then the observer's checks such as MD5) and renamed to its
-final path.  A failed or cancelled file never appears at its final path.
-
-Hooks for the journal and the verifier live in :class:`TransferObserver`.
+Each part streams its body in ``chunk_size`` pieces written at their offsets into the object's
+:class:`~hcpsync.engine.tempfile.TempFile`; when every part is in, the file's size is checked,
+then the :class:`~hcpsync.engine.events.Checker` checks it (MD5), then it is renamed to its
+final path.  A failed or cancelled file never appears at its final path.  What happens is
+emitted as :mod:`~hcpsync.engine.events` outcome records to the listeners.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import hashlib
-import os
+import stat
 import zlib
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..config import TransferConfig
-from ..errors import (
-    DiskFullError,
-    HcpsyncError,
-    LocalIOError,
-    ObjectChangedError,
-    UnsafePathError,
-    VerificationError,
-)
+from ..errors import DiskFullError, HcpsyncError, UnsafePathError
 from ..models import Failure, Part, PlannedObject
-from ..paths import DestGuard, fold_name, is_complete_file, temp_path_for
+from ..paths import DestGuard, fold_name, temp_path_for
+from ..planning.schedule import is_ranged, split_parts
 from ..store.ratelimit import RateLimiter
 from ..store.retry import pause, should_retry
 from ..store.s3 import S3Storage
+from .events import Checker, FileDone, FileFailed, FileSkipped, Gate, Listener, NoCheck, NoGate, Outcome, PartDone
 from .progress import Progress
-
-_O_OPEN = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-_O_CREATE = _O_OPEN | os.O_CREAT | os.O_EXCL
+from .tempfile import TempFile, local_error, resumable
 
 #: the workers give the event loop a turn after this many objects that needed no request
 #: (skipped as complete, or failed before any): a re-run over 100k complete files answers Ctrl-C
@@ -51,98 +42,6 @@ YIELD_EVERY = 64
 #: what the parts generator yields: a part to fetch, ``(job, None)`` for "finish job" (no GET
 #: left), or None for an object done without a request
 _Item = tuple["_FileJob", Part | None] | None
-
-
-class TransferObserver:
-    """Hooks around the pool; the defaults keep no state (a plain pull).
-
-    The journal overrides :meth:`resume_ranges`, :meth:`part_done`, :meth:`file_done` and
-    ``keep_partial``; the verifier overrides :meth:`wants_md5` and :meth:`check_file`.
-    """
-
-    #: keep temp files of failed/cancelled files so a later run can resume them
-    keep_partial: bool = False
-
-    def resume_ranges(self, obj: PlannedObject, temp: Path) -> list[tuple[int, int]]:
-        """Byte ranges ``[start, end)`` of ``obj`` already in ``temp`` from an earlier run."""
-        return []
-
-    def wants_md5(self, obj: PlannedObject) -> bool:
-        """Whether to hash a single-GET object's stream as it arrives."""
-        return False
-
-    async def check_file(self, obj: PlannedObject, temp: Path, streamed_md5: str | None) -> None:
-        """Called when every byte of ``obj`` is in ``temp``, before the rename.  Raise to reject."""
-
-    def etag_not_md5(self, obj: PlannedObject) -> None:
-        """A GET of ``obj`` said its ETag is not an MD5 (SSE-KMS, SSE-C); called before :meth:`check_file`."""
-
-    def part_done(self, part: Part, temp: Path, crc: int) -> None:
-        """``part``'s bytes are written to ``temp``; ``crc`` is their CRC-32 (ranged parts)."""
-
-    def file_done(self, obj: PlannedObject, path: Path) -> None:
-        """``obj`` is complete at its final ``path``."""
-
-    def file_skipped(self, obj: PlannedObject, path: Path) -> None:
-        """``obj`` was already complete at ``path``; no request was made."""
-
-    def file_failed(self, obj: PlannedObject, error: HcpsyncError, kept_partial: bool) -> None:
-        """``obj`` failed; its temp file was kept (``kept_partial``) or removed."""
-
-    def is_complete(self, obj: PlannedObject, path: Path) -> bool:
-        """Whether ``path`` already holds ``obj``.  Default: a regular file of the planned size."""
-        return is_complete_file(path, obj.size)
-
-
-class CompositeObserver(TransferObserver):
-    """Several observers as one (the journal and the verifier, say), called in order.
-
-    ``is_complete`` holds only if every observer agrees; ``resume_ranges`` comes from the
-    first observer that has any; ``keep_partial`` if any observer keeps partial files.
-    """
-
-    def __init__(self, *observers: TransferObserver) -> None:
-        self.observers = observers
-        self.keep_partial = any(o.keep_partial for o in observers)
-
-    def resume_ranges(self, obj: PlannedObject, temp: Path) -> list[tuple[int, int]]:
-        for o in self.observers:
-            r = o.resume_ranges(obj, temp)
-            if r:
-                return r
-        return []
-
-    def wants_md5(self, obj: PlannedObject) -> bool:
-        return any(o.wants_md5(obj) for o in self.observers)
-
-    async def check_file(self, obj: PlannedObject, temp: Path, streamed_md5: str | None) -> None:
-        for o in self.observers:
-            await o.check_file(obj, temp, streamed_md5)
-
-    def etag_not_md5(self, obj: PlannedObject) -> None:
-        for o in self.observers:
-            o.etag_not_md5(obj)
-
-    def part_done(self, part: Part, temp: Path, crc: int) -> None:
-        for o in self.observers:
-            o.part_done(part, temp, crc)
-
-    def file_done(self, obj: PlannedObject, path: Path) -> None:
-        for o in self.observers:
-            o.file_done(obj, path)
-
-    def file_skipped(self, obj: PlannedObject, path: Path) -> None:
-        for o in self.observers:
-            o.file_skipped(obj, path)
-
-    def file_failed(self, obj: PlannedObject, error: HcpsyncError, kept_partial: bool) -> None:
-        for o in self.observers:
-            o.file_failed(obj, error, kept_partial)
-
-    def is_complete(self, obj: PlannedObject, path: Path) -> bool:
-        if not self.observers:  # all() of nothing is True: every file would be "skipped"
-            return super().is_complete(obj, path)
-        return all(o.is_complete(obj, path) for o in self.observers)
 
 
 @dataclass
@@ -160,26 +59,17 @@ class PoolResult:
 
 
 class _FileJob:
-    __slots__ = ("error", "etag_is_md5", "fd", "final", "landed", "md5", "obj", "remaining", "temp")
+    __slots__ = ("error", "etag_is_md5", "landed", "md5", "obj", "ranged", "remaining", "temp")
 
-    def __init__(self, obj: PlannedObject, final: Path, temp: Path, remaining: int) -> None:
+    def __init__(self, obj: PlannedObject, temp: TempFile, remaining: int, landed: int) -> None:
         self.obj = obj
-        self.final = final
         self.temp = temp
         self.remaining = remaining
-        self.fd: int | None = None
+        self.landed = landed  # parts whose bytes are in the temp file (this run or resumed)
+        self.ranged = False
         self.error: HcpsyncError | None = None
-        self.md5: Any = None
-        self.landed = 0  # parts whose bytes are in the temp file (this run or resumed)
+        self.md5: Any = None  # the stream's running MD5, for single-GET objects the checker wants
         self.etag_is_md5 = True  # False once a GET said SSE-KMS / SSE-C (the ETag is no MD5)
-
-
-def split_parts(obj: PlannedObject, config: TransferConfig) -> list[Part]:
-    """The parts of ``obj``: one unranged GET up to the threshold, else ``part_size`` ranges."""
-    if obj.size <= config.multipart_threshold:
-        return [Part(obj, 0, 0, obj.size, False)]
-    ps = config.part_size
-    return [Part(obj, i, start, min(start + ps, obj.size), True) for i, start in enumerate(range(0, obj.size, ps))]
 
 
 def _covered(start: int, end: int, ranges: list[tuple[int, int]]) -> bool:
@@ -196,14 +86,19 @@ class TransferPool:
         dest: Path,
         config: TransferConfig,
         progress: Progress | None = None,
-        observer: TransferObserver | None = None,
+        *,
+        gate: Gate | None = None,
+        checker: Checker | None = None,
+        listeners: Sequence[Listener] = (),
     ) -> None:
         self.storage = storage
         self.bucket = bucket
         self.config = config
         self.guard = DestGuard(dest)
         self.progress = progress or Progress()
-        self.observer = observer or TransferObserver()
+        self.gate: Gate = gate or NoGate()
+        self.checker: Checker = checker or NoCheck()
+        self.listeners = tuple(listeners)
         self.limiter = RateLimiter(config.max_bandwidth) if config.max_bandwidth else None
         self.result = PoolResult()
         self._open: dict[str, _FileJob] = {}
@@ -211,6 +106,10 @@ class TransferPool:
         self._stop: HcpsyncError | None = None
         self._no_request = 0  # objects handled without a request (skipped or failed early) ...
         self._paused: asyncio.Event | None = None  # ... since the event loop's last turn
+
+    def _emit(self, outcome: Outcome) -> None:
+        for listener in self.listeners:
+            listener(outcome)
 
     # -- scheduling ---------------------------------------------------------------------
 
@@ -231,78 +130,65 @@ class TransferPool:
 
     def _start_file(self, obj: PlannedObject) -> tuple[_FileJob, list[Part]] | None:
         """Prepare ``obj``: skip it if complete, else open its temp file and list the parts to fetch."""
+        final = self.guard.dest / obj.relpath
         try:
             final = self.guard.ensure_parent(obj.relpath)
-            self.guard.check_final(final)
+            if self._skipped(obj, final):
+                return None
+            return self._open_job(obj, final)
         except HcpsyncError as err:
             self._fail_early(obj, err)
-            return None
-        if self.observer.is_complete(obj, final):
-            self.result.skipped_files += 1
-            self.result.skipped_bytes += obj.size
-            self.observer.file_skipped(obj, final)
-            self.progress.add_bytes(obj.size)
-            self.progress.file_done(obj.key)
-            return None
-        temp = temp_path_for(final)
-        parts = split_parts(obj, self.config) if obj.size else []
-        ranged = bool(parts) and parts[0].ranged
-        resume = self.observer.resume_ranges(obj, temp) if ranged else []
-        try:
-            fd, resume = self._open_temp(temp, resume)
-        except HcpsyncError as err:
-            self._fail_early(obj, err)
-            return None
         except OSError as exc:
-            self._fail_early(obj, _local_error(exc, temp))
-            return None
-        todo = [p for p in parts if not _covered(p.start, p.end, resume)] if resume else parts
-        job = _FileJob(obj, final, temp, len(todo) or 1)
-        job.landed = len(parts) - len(todo)
-        job.fd = fd
+            self._fail_early(obj, local_error(exc, temp_path_for(final)))
+        return None
+
+    def _skipped(self, obj: PlannedObject, final: Path) -> bool:
+        """Skip ``obj`` if a complete file is at ``final`` (one ``lstat``) and nothing says otherwise."""
+        st = self.guard.final_stat(final)
+        if st is None or not stat.S_ISREG(st.st_mode) or st.st_size != obj.size or self.gate.must_refetch(obj):
+            return False
+        verdict = self.checker.skip_verdict(obj, st.st_size, st.st_mtime_ns)
+        if verdict == "bad":
+            return False
+        self.result.skipped_files += 1
+        self.result.skipped_bytes += obj.size
+        self._emit(FileSkipped(obj, final, st.st_mtime_ns, verdict == "verified"))
+        self.progress.add_bytes(obj.size)
+        self.progress.file_done(obj.key)
+        return True
+
+    def _open_job(self, obj: PlannedObject, final: Path) -> tuple[_FileJob, list[Part]]:
+        """Open (or resume) the temp file of ``obj``; the job and the parts still to fetch."""
+        temp_path = temp_path_for(final)
+        owner = self._temps.get(fold_name(str(temp_path)))
+        if owner is not None:
+            raise UnsafePathError(f"{temp_path.name} is already being written for {owner!r} (the two keys map to one local file)")
+        parts = split_parts(obj, self.config)
+        ranged = is_ranged(obj.size, self.config)
+        resume = self.gate.resume_ranges(obj) if ranged else []
+        temp, resumed = TempFile.open(temp_path, final, bool(resume))
+        todo = [p for p in parts if not _covered(p.start, p.end, resume)] if resumed else parts
+        job = _FileJob(obj, temp, len(todo) or 1, len(parts) - len(todo))
+        job.ranged = ranged
         try:
             if ranged:
-                if os.fstat(job.fd).st_size != obj.size:
-                    os.ftruncate(job.fd, obj.size)
-                try:
-                    os.posix_fallocate(job.fd, 0, obj.size)
-                except OSError as exc:
-                    if exc.errno == errno.ENOSPC:
-                        raise
-        except OSError as exc:
-            self._close(job)
-            self._fail_early(obj, _local_error(exc, temp))
-            return None
-        if not ranged and self.observer.wants_md5(obj):
+                temp.preallocate(obj.size)
+        except BaseException:
+            temp.abort(keep=resumed)
+            raise
+        if not ranged and self.checker.wants_md5(obj):
             job.md5 = hashlib.md5(usedforsecurity=False)
         self._open[obj.key] = job
-        self._temps[fold_name(str(temp))] = obj.key
-        if resume:
+        self._temps[fold_name(str(temp_path))] = obj.key
+        if resumed:
             self.progress.add_bytes(obj.size - sum(p.length for p in todo))
         return job, todo
-
-    def _open_temp(self, temp: Path, resume: list[tuple[int, int]]) -> tuple[int, list[tuple[int, int]]]:
-        """Open ``temp`` to resume ``resume``, or create it afresh, exclusively: a temp file is
-        never shared by two writers, and one that no journal describes is never reused."""
-        owner = self._temps.get(fold_name(str(temp)))
-        if owner is not None:
-            raise UnsafePathError(f"{temp.name} is already being written for {owner!r} (the two keys map to one local file)")
-        if resume:
-            try:
-                return os.open(temp, _O_OPEN), resume
-            except FileNotFoundError:
-                pass
-        _unlink(temp)
-        try:
-            return os.open(temp, _O_CREATE, 0o644), []
-        except FileExistsError:
-            raise UnsafePathError(f"{temp} was created by another writer at the same time; refusing to share it") from None
 
     def _fail_early(self, obj: PlannedObject, err: HcpsyncError) -> None:
         if isinstance(err, DiskFullError):
             self._stop = err
         self.result.failures.append((obj, err))
-        self.observer.file_failed(obj, err, False)
+        self._emit(FileFailed(obj, err, False))
         self.progress.file_done(obj.key, ok=False)
 
     # -- running ------------------------------------------------------------------------
@@ -334,24 +220,28 @@ class TransferPool:
                 continue
             job, part = item
             if part is not None and job.error is None:
-                try:
-                    crc = await self._fetch_part(job, part)
-                except HcpsyncError as err:
-                    if isinstance(err, DiskFullError):
-                        self._stop = err
-                    if job.error is None:
-                        job.error = err
-                else:
-                    # _fetch_part returns early, the part cut short, when the run stops or
-                    # another part of the file failed: never count (or journal) such a part
-                    if self._stop is not None:
-                        return  # the job stays open; run() abandons it, never renames it
-                    if job.error is None:
-                        job.landed += 1
-                        self.observer.part_done(part, job.temp, crc)
+                await self._run_part(job, part)
+                if self._stop is not None:
+                    return  # the job stays open; run() abandons it, never renames it
             job.remaining -= 1
             if job.remaining == 0:
                 await self._finish_file(job)
+
+    async def _run_part(self, job: _FileJob, part: Part) -> None:
+        try:
+            crc = await self._fetch_part(job, part)
+        except HcpsyncError as err:
+            if isinstance(err, DiskFullError):
+                self._stop = err
+            if job.error is None:
+                job.error = err
+            return
+        # _fetch_part returns early, the part cut short, when the run stops or another part of
+        # the file failed: never count (or journal) such a part
+        if self._stop is None and job.error is None:
+            job.landed += 1
+            if part.ranged:
+                self._emit(PartDone(part, crc))
 
     async def _breathe(self) -> None:
         """An object needed no request, so no await: after ``YIELD_EVERY`` of them, every worker
@@ -372,131 +262,70 @@ class TransferPool:
             paused.set()
 
     async def _fetch_part(self, job: _FileJob, part: Part) -> int:
-        """Fetch ``part`` into the temp file; returns the CRC-32 of its bytes (ranged parts only).
-
-        Returns early, the part cut short, when the run stops or another part of the file failed.
-        """
-        obj, cfg = job.obj, self.config
-        written = 0
-        attempt = 0
-        crc = 0
-        fd = job.fd
-        assert fd is not None
+        """Fetch ``part`` into the temp file, retrying from the last byte written; returns the
+        CRC-32 of its bytes (ranged parts).  Returns early, the part cut short, when the run
+        stops or another part of the file failed."""
+        written = attempt = crc = 0
         while True:
-            start = part.start + written
-            end = part.end if (part.ranged or written) else None
             try:
                 async with self.storage.get(
-                    self.bucket, obj.key, start=start, end=end, etag=obj.etag or None, total=obj.size
+                    self.bucket, job.obj.key, start=part.start + written,
+                    end=part.end if (part.ranged or written) else None, etag=job.obj.etag or None, total=job.obj.size,
                 ) as body:
                     job.etag_is_md5 = job.etag_is_md5 and body.etag_is_md5
-                    async for chunk in body.chunks(cfg.chunk_size):
+                    async for chunk in body.chunks(self.config.chunk_size):
                         if job.error is not None or self._stop is not None:
                             return crc  # another part of this file failed, or the run is stopping
-                        if self.limiter is not None:
-                            await self.limiter.acquire(len(chunk))
-                        try:
-                            os.pwrite(fd, chunk, part.start + written)
-                        except OSError as exc:
-                            raise _local_error(exc, job.temp) from exc
-                        if job.md5 is not None:
-                            job.md5.update(chunk)
-                        elif part.ranged:
-                            crc = zlib.crc32(chunk, crc)
+                        crc = await self._write(job, part, chunk, part.start + written, crc)
                         written += len(chunk)
-                        self.result.transferred_bytes += len(chunk)
-                        self.progress.add_bytes(len(chunk))
                 return crc
             except HcpsyncError as err:
-                if not should_retry(cfg, err, attempt) or job.error is not None or self._stop is not None:
+                if not should_retry(self.config, err, attempt) or job.error is not None or self._stop is not None:
                     raise  # given up; or the file already failed, or the run stops: no more requests
                 attempt += 1
                 self.result.retries += 1
-                await pause(cfg, attempt, err)
+                await pause(self.config, attempt, err)
+
+    async def _write(self, job: _FileJob, part: Part, chunk: bytes, offset: int, crc: int) -> int:
+        """Write one chunk at ``offset`` (after the bandwidth cap lets it); returns the running CRC."""
+        if self.limiter is not None:
+            await self.limiter.acquire(len(chunk))
+        job.temp.write_at(chunk, offset)
+        if job.md5 is not None:
+            job.md5.update(chunk)
+        elif part.ranged:
+            crc = zlib.crc32(chunk, crc)
+        self.result.transferred_bytes += len(chunk)
+        self.progress.add_bytes(len(chunk))
+        return crc
 
     async def _finish_file(self, job: _FileJob) -> None:
-        obj = job.obj
-        err = job.error
+        """Every part is in (or one failed): check, commit or abort, and say so."""
+        obj, err = job.obj, job.error
         if err is None:
             try:
-                assert job.fd is not None
-                size = os.fstat(job.fd).st_size
-                if size != obj.size:
-                    raise LocalIOError(f"{obj.relpath}: temp file is {size} bytes, expected {obj.size}")
+                job.temp.check_size(obj.size)
                 streamed = job.md5.hexdigest() if job.md5 is not None else None
-                if not job.etag_is_md5:
-                    self.observer.etag_not_md5(obj)
-                await self.observer.check_file(obj, job.temp, streamed)
-                self._check_same_file(job)
-                self._close(job)
-                self.guard.check_final(job.final)
-                os.replace(job.temp, job.final)
+                md5 = await self.checker.check(obj, job.temp.path, streamed, job.etag_is_md5)
+                mtime_ns = job.temp.commit(self.guard)
             except HcpsyncError as e:
                 err = e
-            except OSError as exc:
-                err = _local_error(exc, job.final)
-        self._close(job)
         self._open.pop(obj.key, None)
-        self._temps.pop(fold_name(str(job.temp)), None)
+        self._temps.pop(fold_name(str(job.temp.path)), None)
         if err is None:
             self.result.transferred_files += 1
-            self.observer.file_done(obj, job.final)
+            self._emit(FileDone(obj, job.temp.final, mtime_ns, md5))
             self.progress.file_done(obj.key)
             return
-        # keep a partial file only where a later run can resume it: ranged, and failed for a
-        # reason that may pass (exhausted retries, a full disk), not for changed/wrong bytes
-        keep = (
-            self._resumable(job)
-            and (err.retryable or isinstance(err, DiskFullError))
-            and not isinstance(err, ObjectChangedError | VerificationError)
-        )
-        if not keep:
-            _unlink(job.temp)
+        keep = resumable(self.gate.keep_partial, job.ranged, job.landed, err)
+        job.temp.abort(keep)
         self.result.failures.append((obj, err))
-        self.observer.file_failed(obj, err, keep)
+        self._emit(FileFailed(obj, err, keep))
         self.progress.file_done(obj.key, ok=False)
-
-    @staticmethod
-    def _check_same_file(job: _FileJob) -> None:
-        """The temp file's path still names the file this run wrote: rename nothing else."""
-        assert job.fd is not None
-        mine, there = os.fstat(job.fd), os.lstat(job.temp)
-        if (mine.st_ino, mine.st_dev) != (there.st_ino, there.st_dev):
-            raise LocalIOError(f"{job.temp} was replaced by another writer during the download; not renaming it")
-
-    def _close(self, job: _FileJob) -> None:
-        if job.fd is not None:
-            try:
-                os.close(job.fd)
-            finally:
-                job.fd = None
 
     def _abandon_open(self) -> None:
         """Cancelled or stopped: close every open temp file (kept if resumable, else removed)."""
         for job in list(self._open.values()):
-            self._close(job)
-            if not self._resumable(job):
-                _unlink(job.temp)
+            job.temp.abort(resumable(self.gate.keep_partial, job.ranged, job.landed))
         self._open.clear()
         self._temps.clear()
-
-    def _resumable(self, job: _FileJob) -> bool:
-        """Whether a later run can resume ``job``'s temp file: the observer keeps partial files,
-        and it is a ranged object with a finished range (a single GET always starts over)."""
-        return self.observer.keep_partial and job.obj.size > self.config.multipart_threshold and job.landed > 0
-
-
-def _local_error(exc: OSError, path: Path) -> HcpsyncError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DiskFullError(f"no space left on the destination's file system while writing {path.name}")
-    return LocalIOError(f"cannot write {path}: {exc.strerror or exc}")
-
-
-def _unlink(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        pass
-

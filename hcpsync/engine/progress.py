@@ -49,7 +49,7 @@ class Progress:
     def start(self, files_total: int, bytes_total: int) -> None:
         self.files_total, self.bytes_total = files_total, bytes_total
         self._t0 = self._last = time.monotonic()
-        self._emit(None, force=True)
+        self._emit(None)
 
     def add_bytes(self, n: int) -> None:
         self.bytes_done += n
@@ -68,10 +68,10 @@ class Progress:
             self.files_done += 1
         else:
             self.files_failed += 1
-        self._emit(key, force=True)
+        self._emit(key)
 
     def finish(self) -> None:
-        self._emit(None, force=True)
+        self._emit(None)
 
     def snapshot(self, key: str | None = None) -> ProgressEvent:
         return ProgressEvent(
@@ -79,7 +79,7 @@ class Progress:
             self.files_failed, time.monotonic() - self._t0, key,
         )
 
-    def _emit(self, key: str | None, force: bool = False) -> None:
+    def _emit(self, key: str | None) -> None:
         if self.callback is not None:
             self.callback(self.snapshot(key))
 

@@ -1,4 +1,4 @@
-"""Connects the journal to the transfer pool: skip what is complete, resume what is partial.
+"""Connects the journal to the transfer pool: what to skip, what to resume, what to record.
 
 Before a pull resumes anything, :func:`check_partials` reads back every range the journal
 records and keeps only those whose bytes the temp file really holds (their CRC-32 matches):
@@ -16,11 +16,12 @@ import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..engine.pool import TransferObserver
-from ..errors import HcpsyncError, ObjectChangedError
-from ..models import Part, PlannedObject
-from ..paths import is_complete_file, temp_path_for
-from .store import COMPLETE, REFETCH, Journal
+from ..engine.events import FileDone, FileSkipped, Outcome, PartDone
+from ..errors import ObjectChangedError
+from ..models import PlannedObject
+from ..paths import temp_path_for
+from .db import COMPLETE, REFETCH
+from .store import Journal
 
 _READ_BLOCK = 1024 * 1024
 _O_READ = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -28,45 +29,38 @@ _O_READ = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 
 Recorded = list[tuple[int, int, int | None]]
 
 
-class JournalObserver(TransferObserver):
-    """Connects the journal to the transfer pool."""
+class JournalGate:
+    """The journal as the pool's :class:`~hcpsync.engine.events.Gate` and as a listener of its
+    outcomes (call it with each one): it records every landed range, completed, skipped and
+    changed file."""
 
     keep_partial = True
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
 
-    def is_complete(self, obj: PlannedObject, path: Path) -> bool:
-        if not is_complete_file(path, obj.size):
-            return False
-        # complete, or unknown history (a file of the planned size at its final path is trusted);
-        # only a file marked for refetch (changed on the server, not durable, or found bad) is not
-        return self.journal.state_of(obj.key) != REFETCH
+    def must_refetch(self, obj: PlannedObject) -> bool:
+        """A file of the planned size at its final path is trusted (complete, or of unknown
+        history) unless it is marked for refetch: changed on the server, not durable, found bad."""
+        return self.journal.state_of(obj.key) == REFETCH
 
-    def resume_ranges(self, obj: PlannedObject, temp: Path) -> list[tuple[int, int]]:
+    def resume_ranges(self, obj: PlannedObject) -> list[tuple[int, int]]:
         """The ranges recorded for ``obj`` (checked against the temp file by :func:`check_partials`)."""
         if self.journal.state_of(obj.key) == REFETCH:
             return []
         return self.journal.done_ranges(obj.key)
 
-    def part_done(self, part: Part, temp: Path, crc: int) -> None:
-        if part.ranged:
-            self.journal.record_part(part, crc)
-
-    def file_done(self, obj: PlannedObject, path: Path) -> None:
-        try:
-            mtime = os.lstat(path).st_mtime_ns
-        except OSError:
-            mtime = 0
-        self.journal.record_complete(obj, mtime)
-
-    def file_skipped(self, obj: PlannedObject, path: Path) -> None:
-        if self.journal.state_of(obj.key) != COMPLETE:
-            self.file_done(obj, path)
-
-    def file_failed(self, obj: PlannedObject, error: HcpsyncError, kept_partial: bool) -> None:
-        if isinstance(error, ObjectChangedError):
-            self.journal.record_refetch(obj)
+    def __call__(self, outcome: Outcome) -> None:
+        j = self.journal
+        if isinstance(outcome, PartDone):
+            j.record_part(outcome.part, outcome.crc)
+        elif isinstance(outcome, FileDone):
+            j.record_complete(outcome.obj, outcome.mtime_ns)
+        elif isinstance(outcome, FileSkipped):
+            if j.state_of(outcome.obj.key) != COMPLETE:
+                j.record_complete(outcome.obj, outcome.mtime_ns)
+        elif isinstance(outcome.error, ObjectChangedError):
+            j.record_refetch(outcome.obj)
 
 
 async def check_partials(journal: Journal, objects: Iterable[PlannedObject], dest: Path) -> list[str]:

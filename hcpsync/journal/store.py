@@ -11,271 +11,27 @@ machine's boot ID, and a background *sync point* (``os.sync()`` in a thread, eve
 a different boot ID than the last run had, it trusts only what was marked durable: the
 other ranges are fetched again and the other completed files are re-fetched.
 
-Concurrency: one ``pull`` per destination.  An ``flock`` on ``<journal>.lock`` is held for
-the whole run; the kernel drops it when the process dies, so a killed run never leaves a
-stale lock behind.
+Its schema and connection are in :mod:`.db`, the lock in :mod:`.lock`, ``status`` in
+:mod:`.status`, the verifier's checksum cache in :mod:`.checksums`, a pull's hold on it in
+:mod:`.session`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-import sqlite3
-import stat
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any
 
-from ..errors import JournalError, LockedError, UsageError
+from ..errors import JournalError
 from ..models import Part, Plan, PlannedObject
-from ..paths import STATE_DIR, is_complete_file
+from .db import COMPLETE, REFETCH, UNKNOWN, _Db, boot_id, check_journal_path, open_database, remove_file
 
-SCHEMA_VERSION = 1
-JOURNAL_NAME = "journal.sqlite"
-
-# objects.state
-UNKNOWN = 0  # planned; nothing known about the local file (a present file of the right size is trusted)
-REFETCH = 1  # must be fetched again whatever is on disk (changed on the server, or not durable)
-COMPLETE = 2  # at its final path, complete
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS objects (
-    key TEXT PRIMARY KEY,
-    relpath TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    etag TEXT NOT NULL,
-    state INTEGER NOT NULL DEFAULT 0,
-    gen INTEGER NOT NULL DEFAULT 0,
-    mtime_ns INTEGER,
-    md5 TEXT,
-    verified_mtime_ns INTEGER,
-    synced INTEGER NOT NULL DEFAULT 0,
-    seq INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS parts (
-    key TEXT NOT NULL,
-    start INTEGER NOT NULL,
-    end INTEGER NOT NULL,
-    synced INTEGER NOT NULL DEFAULT 0,
-    seq INTEGER NOT NULL DEFAULT 0,
-    crc INTEGER,
-    PRIMARY KEY (key, start)
-);
--- the checksum cache looks files up by path (the verifier's get, flush's md5 UPDATEs): without
--- this index each lookup scanned the whole table, and a re-run was quadratic in the file count.
--- Created here, so journals written before it get it when they are next opened.
-CREATE INDEX IF NOT EXISTS objects_relpath ON objects (relpath);
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY,
-    started REAL NOT NULL,
-    ended REAL,
-    pid INTEGER NOT NULL,
-    outcome TEXT,
-    summary TEXT
-);
-"""
-
-
-def _migrate(conn: _Db) -> None:
-    """Bring a journal of an earlier hcpsync up to this schema (same version, added columns)."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(parts)")}
-    if "crc" not in columns:  # ranges recorded without a CRC cannot be checked: fetched again
-        conn.execute("ALTER TABLE parts ADD COLUMN crc INTEGER")
-
-
-def default_journal_path(dest: Path) -> Path:
-    return dest / STATE_DIR / JOURNAL_NAME
-
-
-def boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return "unknown"
-
-
-#: SQLite primary result codes (``sqlite3.Error.sqlite_errorcode & 0xFF``)
-_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_FULL = 5, 6, 8, 13
-
-
-def _hint(path: Path) -> str:
-    return f"re-run with --reset-journal to start a new journal (complete files are kept), or remove {path}"
-
-
-def journal_error(path: Path, exc: sqlite3.Error) -> JournalError:
-    """One clear line for an SQLite error on the journal at ``path``."""
-    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary result code
-    if code == _SQLITE_READONLY:
-        why = f"is not writable ({exc}): check the permissions of it and its folder, or use --journal PATH or --no-journal"
-    elif code == _SQLITE_FULL:
-        why = "cannot grow: no space left on its file system"
-    elif code in (_SQLITE_BUSY, _SQLITE_LOCKED):
-        why = f"is busy ({exc}): another process holds it"
-    else:
-        why = f"is damaged or unreadable ({exc}): {_hint(path)}"
-    return JournalError(f"journal {path} {why}")
-
-
-class _Db:
-    """The journal's SQLite connection: every :class:`sqlite3.Error` becomes a :class:`JournalError`."""
-
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
-        self.conn = conn
-        self.path = path
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
-        try:
-            return self.conn.execute(sql, params)
-        except sqlite3.Error as exc:
-            raise journal_error(self.path, exc) from exc
-
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> sqlite3.Cursor:
-        try:
-            return self.conn.executemany(sql, rows)
-        except sqlite3.Error as exc:
-            raise journal_error(self.path, exc) from exc
-
-    def executescript(self, sql: str) -> sqlite3.Cursor:
-        try:
-            return self.conn.executescript(sql)
-        except sqlite3.Error as exc:
-            raise journal_error(self.path, exc) from exc
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-def connect(path: Path, mode: str = "rwc") -> _Db:
-    """Open the SQLite file at ``path`` (``mode`` ro, rw or rwc), never through a symlink."""
-    try:
-        # nofollow: SQLite refuses a symlink (also for its -wal/-shm companions)
-        conn = sqlite3.connect(f"file:{quote(str(path))}?mode={mode}&nofollow=1", uri=True, isolation_level=None,
-                               check_same_thread=False)
-    except sqlite3.Error as exc:
-        raise journal_error(path, exc) from exc
-    db = _Db(conn, path)
-    db.execute("PRAGMA busy_timeout=5000")
-    return db
-
-
-@dataclass(frozen=True)
-class JournalStatus:
-    """What ``hcpsync status`` shows."""
-
-    path: str
-    files_total: int
-    bytes_total: int
-    files_complete: int
-    bytes_complete: int
-    files_partial: int
-    bytes_partial_done: int
-    files_pending: int
-    bytes_pending: int
-    last_run: dict[str, Any] | None
-    active_pid: int | None
-    selection: dict[str, Any] | None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "journal": self.path,
-            "files": {"total": self.files_total, "complete": self.files_complete,
-                      "partial": self.files_partial, "pending": self.files_pending},
-            "bytes": {"total": self.bytes_total, "complete": self.bytes_complete,
-                      "partial_done": self.bytes_partial_done, "pending": self.bytes_pending},
-            "last_run": self.last_run,
-            "active": self.active_pid is not None,
-            "active_pid": self.active_pid,
-            "selection": self.selection,
-        }
-
-
-class Lock:
-    """An exclusive ``flock`` on a lock file, with the holder's PID written in it."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
-
-    def acquire(self, what: str) -> None:
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
-        except OSError as exc:
-            raise JournalError(f"cannot open the lock file {self.path}: {exc.strerror} (is it a symlink?)") from exc
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise JournalError(f"the lock file {self.path} is not a regular file: remove it (hcpsync creates it again)")
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = holder_pid(self.path)
-            os.close(fd)
-            who = f" (pid {holder})" if holder else ""
-            raise LockedError(
-                f"another hcpsync run{who} is using {what}; wait for it to finish or stop it"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, 0)
-            os.close(self._fd)  # closing drops the flock
-            self._fd = None
-
-
-def holder_pid(lock_path: Path) -> int | None:
-    """PID of the process holding ``lock_path``, or None when nobody holds it."""
-    try:
-        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO: no hang
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None  # no pull can hold it: Lock.acquire refuses such a file
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            return int(text) if text.isdigit() else -1
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
-
-
-def _check_journal_path(path: Path) -> None:
-    """Refuse a journal path SQLite cannot use as its file, and create its folder."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        st = None
-    except OSError as exc:
-        raise JournalError(f"cannot use the journal {path}: {exc.strerror}") from exc
-    if st is not None and stat.S_ISLNK(st.st_mode):
-        raise JournalError(f"journal {path} is a symlink; refusing to follow it: {_hint(path)}")
-    if st is not None and not stat.S_ISREG(st.st_mode):
-        raise JournalError(f"journal {path} is not a regular file (a folder?): move it away, or use --journal PATH")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise JournalError(f"cannot create the journal's folder {path.parent}: {exc.strerror}") from exc
-
-
-def _remove(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise JournalError(f"cannot remove {path} for --reset-journal: {exc.strerror}") from exc
+if TYPE_CHECKING:
+    from .checksums import JournalChecksums
 
 
 class Journal:
@@ -304,22 +60,10 @@ class Journal:
     def open(cls, path: Path, reset: bool = False) -> Journal:
         if reset:
             for suffix in ("", "-wal", "-shm"):
-                _remove(Path(f"{path}{suffix}"))
-        _check_journal_path(path)
-        db = connect(path)
+                remove_file(Path(f"{path}{suffix}"))
+        check_journal_path(path)
+        db = open_database(path)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            check = db.execute("PRAGMA quick_check").fetchone()
-            if check is None or check[0] != "ok":
-                raise JournalError(f"journal {path} is damaged ({check[0] if check else 'quick_check failed'}): {_hint(path)}")
-            db.executescript(_SCHEMA)
-            _migrate(db)
-            version = db.execute("SELECT value FROM meta WHERE name='version'").fetchone()
-            if version is None:
-                db.execute("INSERT INTO meta VALUES ('version', ?)", (str(SCHEMA_VERSION),))
-            elif version[0] != str(SCHEMA_VERSION):
-                raise JournalError(f"journal {path} has schema version {version[0]}, expected {SCHEMA_VERSION}: {_hint(path)}")
             journal = cls(path, db)
             journal._after_open()
         except BaseException:
@@ -490,10 +234,6 @@ class Journal:
             self._db.execute("UPDATE objects SET state=?, etag=?, size=? WHERE key=?", (REFETCH, obj.etag, obj.size, obj.key))
             self._db.execute("DELETE FROM parts WHERE key=?", (obj.key,))
 
-    def completed_info(self, key: str) -> tuple[int | None, str | None]:
-        row = self._db.execute("SELECT mtime_ns, md5 FROM objects WHERE key=?", (key,)).fetchone()
-        return (row[0], row[1]) if row else (None, None)
-
     def maybe_flush(self) -> None:
         if len(self._pending_files) >= self.FLUSH_BATCH or time.monotonic() - self._last_flush >= self.FLUSH_INTERVAL:
             self.flush()
@@ -533,108 +273,6 @@ class Journal:
     # -- verified checksums (the verifier's cache) -------------------------------------------------
 
     def checksum_cache(self) -> JournalChecksums:
+        from .checksums import JournalChecksums
+
         return JournalChecksums(self)
-
-    # -- status ------------------------------------------------------------------------------------
-
-    def status(self, active_pid: int | None, dest: Path) -> JournalStatus:
-        """Counts as the next pull would see them: a file is complete when the journal does not
-        mark it for refetch and a regular file of the planned size is at its final path under
-        ``dest`` (completed-file records are batched, so the journal alone lags behind the disk)."""
-        db = self._db
-        gen = db.execute("SELECT max(gen) FROM objects").fetchone()[0] or 0
-        done = dict(db.execute("SELECT key, sum(end - start) FROM parts GROUP BY key").fetchall())
-        total = [0, 0]
-        complete = [0, 0]
-        partial = [0, 0, 0]  # files, bytes done, their sizes
-        for key, relpath, size, state in db.execute("SELECT key, relpath, size, state FROM objects WHERE gen=?", (gen,)):
-            total[0] += 1
-            total[1] += size
-            if state != REFETCH and is_complete_file(dest / relpath, size):
-                complete[0] += 1
-                complete[1] += size
-            elif key in done:
-                partial[0] += 1
-                partial[1] += done[key]
-                partial[2] += size
-        return JournalStatus(
-            str(self.path), total[0], total[1], complete[0], complete[1], partial[0], partial[1],
-            total[0] - complete[0] - partial[0], total[1] - complete[1] - partial[2],
-            self._last_run(active_pid), active_pid, self._selection(),
-        )
-
-    def _last_run(self, active_pid: int | None) -> dict[str, Any] | None:
-        run = self._db.execute("SELECT started, ended, pid, outcome, summary FROM runs ORDER BY id DESC LIMIT 1").fetchone()
-        if run is None:
-            return None
-        return {
-            "started": _iso(run[0]), "ended": _iso(run[1]) if run[1] else None, "pid": run[2],
-            "outcome": run[3] or ("running" if active_pid else "interrupted"),
-            "summary": json.loads(run[4]) if run[4] else None,
-        }
-
-    def _selection(self) -> dict[str, Any] | None:
-        sel = self._db.execute("SELECT value FROM meta WHERE name='selection'").fetchone()
-        return json.loads(sel[0]) if sel else None
-
-
-def _iso(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t))
-
-
-def status_of(dest: Path, journal_path: Path | None = None) -> JournalStatus:
-    """Read a destination's journal: read-only, so that it works while a pull is running; when
-    that fails and no pull holds the destination, open it as a pull would (which recovers, say,
-    a journal whose write-ahead log was lost: a plain re-run works there too)."""
-    path = journal_path or default_journal_path(dest)
-    if not path.is_file():
-        raise UsageError(f"no journal at {path}: nothing was pulled to {dest} with a journal yet")
-    active = holder_pid(dest / STATE_DIR / "lock")
-    try:
-        return _status(Journal(path, connect(path, mode="ro")), active, dest)
-    except JournalError:
-        if active is not None:
-            raise
-    return _status(Journal.open(path), active, dest)
-
-
-def _status(journal: Journal, active: int | None, dest: Path) -> JournalStatus:
-    try:
-        return journal.status(active, dest)
-    finally:
-        journal.close()
-
-
-class JournalChecksums:
-    """The verifier's checksum cache, kept in the journal: an MD5 is trusted while the file's
-    size and mtime are those it was computed for.  Writes are batched with the journal's."""
-
-    def __init__(self, journal: Journal) -> None:
-        self.journal = journal
-
-    def get(self, relpath: str, size: int, mtime_ns: int) -> str | None:
-        row = self.journal._db.execute(
-            "SELECT md5 FROM objects WHERE relpath=? AND size=? AND verified_mtime_ns=?", (relpath, size, mtime_ns)
-        ).fetchone()
-        return row[0] if row and row[0] else None
-
-    def put(self, relpath: str, size: int, mtime_ns: int, md5: str) -> None:
-        self.journal._pending_md5.append((md5, mtime_ns, relpath, size))
-        self.journal.maybe_flush()
-
-    def mismatched(self, relpath: str) -> None:
-        """``verify`` found the file at ``relpath`` wrong: the next pull fetches it again."""
-        self.journal.flush()
-        self.journal.record_refetch_path(relpath)
-
-
-def open_journal_if_any(dest: Path) -> Journal | None:
-    """The destination's journal for reading and caching checksums, or None when there is none
-    or a pull holds it (``verify`` then simply hashes everything)."""
-    path = default_journal_path(dest)
-    if not path.is_file() or holder_pid(dest / STATE_DIR / "lock") is not None:
-        return None
-    try:
-        return Journal.open(path)
-    except JournalError:
-        return None

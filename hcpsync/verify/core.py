@@ -15,7 +15,7 @@ form as :attr:`~hcpsync.models.PlannedObject.relpath`, so a file's local path is
 * resolves ``Selection.packages`` to exactly the files of those packages
   (:func:`plan_for`, through :func:`~hcpsync.planner.build_plan`'s ``restrict``);
 * verifies files during a pull (:class:`PullVerifier`, a
-  :class:`~hcpsync.transfer.TransferObserver`): a single-GET object is hashed as it streams
+  :class:`~hcpsync.engine.events.Checker`): a single-GET object is hashed as it streams
   in, a ranged one is hashed from its temp file in a worker thread; a mismatch raises
   :class:`~hcpsync.errors.VerificationError`, so the file never reaches its final path;
 * reconciles a local tree with the manifests (:func:`verify_tree`, ``hcpsync verify``):
@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from ..config import TransferConfig
-from ..engine.pool import TransferObserver
+from ..engine.events import FileDone, FileSkipped, Outcome, SkipVerdict
 from ..errors import (
     CredentialsError,
     DestinationError,
@@ -54,7 +54,7 @@ from ..errors import (
     VerificationError,
 )
 from ..models import DEFAULT_BUCKET, DEFAULT_RELEASE, ObjectInfo, Plan, PlannedObject, Selection
-from ..paths import STATE_DIR, TEMP_SUFFIX
+from ..paths import STATE_DIR, TEMP_SUFFIX, is_complete_file
 from ..planning.listing import build_plan, glob_filter, under_path
 from ..store.s3 import S3Storage, StorageOptions
 from .hashing import HASH_BLOCK, HashStopped, etag_md5, md5_file
@@ -354,18 +354,20 @@ def _with_notes(plan: Plan, notes: Sequence[str]) -> Plan:
 # --- verification during a pull ----------------------------------------------------------------
 
 
-_UNVERIFIED = ""
-
 ManifestLoader = Callable[[], Awaitable[ManifestSet]]
 
 
-class PullVerifier(TransferObserver):
+class PullVerifier:
     """Checks each downloaded file's MD5 before it is renamed to its final path.
 
+    It is the pool's :class:`~hcpsync.engine.events.Checker`, and a listener of its outcomes
+    (call it with each one): it caches the checksum of every file it verified, and counts.
+
     The expected MD5 is the manifest's; for a file no manifest lists (or lists without a
-    checksum), the S3 ETag when it is a plain MD5; otherwise the file is *unverified*
-    (size-checked only).  A mismatch raises :class:`VerificationError`: the pool removes the
-    temp file and the pull fetches the object again (a few rounds), then reports it failed.
+    checksum), the S3 ETag when it is a plain MD5 and the GET did not say SSE-KMS/SSE-C;
+    otherwise the file is *unverified* (size-checked only).  A mismatch raises
+    :class:`VerificationError` (:class:`EtagMismatchError` when the ETag said it): the pool
+    removes the temp file and the pull fetches the object again, then reports it failed.
 
     The manifests are ``index``, or fetched by ``loader`` when the first downloaded file is
     checked (a re-run that downloads nothing then makes no manifest request); until then
@@ -374,7 +376,7 @@ class PullVerifier(TransferObserver):
     ``verified_files`` / ``unverified_files`` count files that reached their final path.
     Files already complete are not hashed again; they count as verified only when ``cache``
     holds their MD5 for their current size and mtime and it matches; a file whose cached
-    MD5 contradicts the manifest is not complete (it is fetched again).
+    MD5 contradicts the manifest is "bad" (fetched again).
     """
 
     def __init__(
@@ -387,17 +389,11 @@ class PullVerifier(TransferObserver):
         self.cache: VerifiedCache = cache if cache is not None else NullVerifiedCache()
         self.verified_files = 0
         self.unverified_files = 0
-        #: files size-checked only because their GET said SSE-KMS/SSE-C (their ETag is no MD5)
-        self.encrypted_files = 0
         self._problems: list[str] = []
-        self._etag_not_md5: set[str] = set()
+        self._encrypted: set[str] = set()  # keys size-checked only: SSE-KMS/SSE-C, in no manifest
         self._loader = loader if index is None else None
         self._lock = asyncio.Lock()
         self._source: dict[str, str] = {}
-        self._checked: dict[str, str] = {}
-        #: (key, whether the cache holds its expected MD5) from the last is_complete, for the
-        #: file_skipped that follows it (one stat and one cache lookup per skipped file, not two)
-        self._last_complete: tuple[str, bool] | None = None
         self._set_index(index if index is not None else ManifestIndex(()))
 
     def _set_index(self, index: ManifestIndex) -> None:
@@ -410,106 +406,72 @@ class PullVerifier(TransferObserver):
     async def _ready(self) -> None:
         if self._loader is None:
             return
-        async with self._lock:
-            loader, self._loader = self._loader, None
+        async with self._lock:  # the first check loads; the others wait for the index
+            loader = self._loader
             if loader is None:
                 return
             try:
                 mset = await loader()
             except HcpsyncError as err:
                 self._problems.append(f"could not fetch the .xdlm manifests ({err}); files were checked against S3 ETags only")
-                return
-            self._problems.extend(manifest_notes(mset))
-            self._set_index(mset.index)
+            else:
+                self._problems.extend(manifest_notes(mset))
+                self._set_index(mset.index)
+            self._loader = None
 
     @property
     def notes(self) -> list[str]:
         """Notes for the report: manifest problems found by a deferred load, encrypted files."""
-        if not self.encrypted_files:
+        if not self._encrypted:
             return list(self._problems)
-        return [*self._problems, f"{self.encrypted_files} file(s) encrypted with SSE-KMS or SSE-C and listed in no "
+        return [*self._problems, f"{len(self._encrypted)} file(s) encrypted with SSE-KMS or SSE-C and listed in no "
                 "manifest: their S3 ETag is not an MD5, so they are size-checked only"]
 
-    def etag_not_md5(self, obj: PlannedObject) -> None:
-        self._etag_not_md5.add(obj.key)
-
-    def expected(self, obj: PlannedObject) -> tuple[str, str] | None:
+    def expected(self, obj: PlannedObject, etag_is_md5: bool = True) -> tuple[str, str] | None:
         """(expected MD5, where it comes from), or None when nothing says."""
         md5 = self.index.lookup(obj.relpath)
         if md5 is not None:
             return md5, f"manifest {self._source.get(obj.relpath, '?')}"
-        if obj.key in self._etag_not_md5:
-            return None
-        from_etag = etag_md5(obj.etag)
-        if from_etag is not None:
-            return from_etag, "S3 ETag"
-        return None
+        from_etag = etag_md5(obj.etag) if etag_is_md5 else None
+        return (from_etag, "S3 ETag") if from_etag is not None else None
 
     def wants_md5(self, obj: PlannedObject) -> bool:
         return self._loader is not None or self.expected(obj) is not None
 
-    async def check_file(self, obj: PlannedObject, temp: Path, streamed_md5: str | None) -> None:
-        await self._ready()
+    def skip_verdict(self, obj: PlannedObject, size: int, mtime_ns: int) -> SkipVerdict:
         exp = self.expected(obj)
+        have = self.cache.get(obj.relpath, size, mtime_ns) if exp is not None else None
+        if exp is None or have is None:
+            return "unverified"
+        return "verified" if have == exp[0] else "bad"
+
+    async def check(self, obj: PlannedObject, temp: Path, streamed_md5: str | None, etag_is_md5: bool) -> str | None:
+        await self._ready()
+        exp = self.expected(obj, etag_is_md5)
         if exp is None:
-            self._checked[obj.key] = _UNVERIFIED
-            return
+            if not etag_is_md5 and etag_md5(obj.etag) is not None:
+                self._encrypted.add(obj.key)
+            return None
         actual = streamed_md5 if streamed_md5 is not None else await _md5_in_thread(temp)
         want, source = exp
-        if actual != want:
-            self._checked.pop(obj.key, None)
-            if source == "S3 ETag":
-                raise EtagMismatchError(
-                    f"MD5 mismatch with the S3 ETag: expected {want}, got {actual} (the expected value came from "
-                    "the S3 ETag, as no manifest lists the file; an ETag is not always an MD5)"
-                )
-            raise VerificationError(f"MD5 mismatch with the {source}: expected {want}, got {actual}")
-        self._checked[obj.key] = actual
+        if actual == want:
+            return actual
+        if source == "S3 ETag":
+            raise EtagMismatchError(
+                f"MD5 mismatch with the S3 ETag: expected {want}, got {actual} (the expected value came from "
+                "the S3 ETag, as no manifest lists the file; an ETag is not always an MD5)"
+            )
+        raise VerificationError(f"MD5 mismatch with the {source}: expected {want}, got {actual}")
 
-    def file_done(self, obj: PlannedObject, path: Path) -> None:
-        md5 = self._checked.pop(obj.key, _UNVERIFIED)
-        if md5 == _UNVERIFIED:
-            self.unverified_files += 1
-            if obj.key in self._etag_not_md5 and self.index.lookup(obj.relpath) is None:
-                self.encrypted_files += 1
-            self._etag_not_md5.discard(obj.key)
-            return
-        self._etag_not_md5.discard(obj.key)
-        self.verified_files += 1
-        try:
-            st = os.stat(path)
-        except OSError:
-            return
-        self.cache.put(obj.relpath, st.st_size, st.st_mtime_ns, md5)
-
-    def file_failed(self, obj: PlannedObject, error: HcpsyncError, kept_partial: bool) -> None:
-        self._checked.pop(obj.key, None)
-        self._etag_not_md5.discard(obj.key)
-
-    def _cached(self, obj: PlannedObject, path: Path) -> tuple[str | None, str | None]:
-        exp = self.expected(obj)
-        if exp is None:
-            return None, None
-        try:
-            st = os.stat(path)
-        except OSError:
-            return exp[0], None
-        return exp[0], self.cache.get(obj.relpath, st.st_size, st.st_mtime_ns)
-
-    def is_complete(self, obj: PlannedObject, path: Path) -> bool:
-        self._last_complete = None
-        if not super().is_complete(obj, path):
-            return False
-        want, have = self._cached(obj, path)
-        self._last_complete = (obj.key, want is not None and have == want)
-        return not (want is not None and have is not None and have != want)  # known bad: fetch again
-
-    def file_skipped(self, obj: PlannedObject, path: Path) -> None:
-        last, self._last_complete = self._last_complete, None
-        if last is None or last[0] != obj.key:  # not just asked by is_complete
-            want, have = self._cached(obj, path)
-            last = (obj.key, want is not None and have == want)
-        if last[1]:
+    def __call__(self, outcome: Outcome) -> None:
+        """Count what landed, and cache the checksum of every file verified."""
+        if isinstance(outcome, FileDone):
+            if outcome.md5 is None:
+                self.unverified_files += 1
+                return
+            self.verified_files += 1
+            self.cache.put(outcome.obj.relpath, outcome.obj.size, outcome.mtime_ns, outcome.md5)
+        elif isinstance(outcome, FileSkipped) and outcome.verified:
             self.verified_files += 1
 
 
@@ -536,8 +498,7 @@ class PreparedPull:
 
 def _anything_to_fetch(plan: Plan, dest: Path) -> bool:
     """Whether some planned file is not yet at its final path with its planned size."""
-    base = TransferObserver()
-    return any(not base.is_complete(o, dest / o.relpath) for o in plan.objects)
+    return any(not is_complete_file(dest / o.relpath, o.size) for o in plan.objects)
 
 
 async def prepare_pull(

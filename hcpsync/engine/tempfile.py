@@ -1,0 +1,130 @@
+"""The temp file of one download: opened to resume or created exclusively, written at offsets,
+then committed to its final path or aborted.
+
+A temp file is never shared by two writers: it is created with ``O_EXCL`` (a stale one that no
+journal describes is removed first), and the pool refuses a second object whose temp path folds
+(case, Unicode) onto one being written.  A commit renames it only while its path still names the
+file this run wrote.  :func:`resumable` is the keep-partial rule.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+from ..errors import DiskFullError, HcpsyncError, LocalIOError, ObjectChangedError, UnsafePathError, VerificationError
+from ..paths import DestGuard
+
+_O_OPEN = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_O_CREATE = _O_OPEN | os.O_CREAT | os.O_EXCL
+
+
+def local_error(exc: OSError, path: Path) -> HcpsyncError:
+    """A local OSError as an :class:`HcpsyncError` (a full disk stops the run)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(f"no space left on the destination's file system while writing {path.name}")
+    return LocalIOError(f"cannot write {path}: {exc.strerror or exc}")
+
+
+def unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def resumable(keep_partial: bool, ranged: bool, landed: int, error: HcpsyncError | None = None) -> bool:
+    """Whether a later run can resume a temp file: partial files are kept, the object is fetched
+    in ranges and one has landed (a single GET always starts over), and it did not fail for
+    changed or wrong bytes (``error``)."""
+    if not (keep_partial and ranged and landed > 0):
+        return False
+    if error is None:  # interrupted
+        return True
+    return (error.retryable or isinstance(error, DiskFullError)) and not isinstance(
+        error, ObjectChangedError | VerificationError
+    )
+
+
+class TempFile:
+    """An open temp file beside ``final``.  Use :meth:`open`; end with :meth:`commit` or :meth:`abort`."""
+
+    __slots__ = ("fd", "final", "path")
+
+    def __init__(self, path: Path, final: Path, fd: int) -> None:
+        self.path = path
+        self.final = final
+        self.fd: int | None = fd
+
+    @classmethod
+    def open(cls, path: Path, final: Path, resume: bool) -> tuple[TempFile, bool]:
+        """Open ``path`` to resume it (when ``resume`` and it exists), else create it afresh.
+        Returns the file and whether it was resumed.  Raises OSError or UnsafePathError."""
+        if resume:
+            try:
+                return cls(path, final, os.open(path, _O_OPEN)), True
+            except FileNotFoundError:
+                pass
+        unlink(path)
+        try:
+            return cls(path, final, os.open(path, _O_CREATE, 0o644)), False
+        except FileExistsError:
+            raise UnsafePathError(f"{path} was created by another writer at the same time; refusing to share it") from None
+
+    def preallocate(self, size: int) -> None:
+        """Give the file its final size now (ranges are written at their offsets)."""
+        fd = self._fd()
+        if os.fstat(fd).st_size != size:
+            os.ftruncate(fd, size)
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise
+
+    def write_at(self, data: bytes, offset: int) -> None:
+        try:
+            os.pwrite(self._fd(), data, offset)
+        except OSError as exc:
+            raise local_error(exc, self.path) from exc
+
+    def check_size(self, size: int) -> None:
+        """Every byte is in: the file must be exactly ``size`` bytes."""
+        try:
+            have = os.fstat(self._fd()).st_size
+        except OSError as exc:
+            raise local_error(exc, self.path) from exc
+        if have != size:
+            raise LocalIOError(f"{self.final.name}: temp file is {have} bytes, expected {size}")
+
+    def commit(self, guard: DestGuard) -> int:
+        """Rename to the final path, if the temp path still names this file; returns its mtime (ns)."""
+        try:
+            st = os.fstat(self._fd())
+            there = os.lstat(self.path)
+            if (st.st_ino, st.st_dev) != (there.st_ino, there.st_dev) or not stat.S_ISREG(there.st_mode):
+                raise LocalIOError(f"{self.path} was replaced by another writer during the download; not renaming it")
+            self.close()
+            guard.check_final(self.final)
+            os.replace(self.path, self.final)
+        except OSError as exc:
+            raise local_error(exc, self.final) from exc
+        return st.st_mtime_ns
+
+    def abort(self, keep: bool) -> None:
+        """Close; remove the file unless ``keep`` (a later run resumes it)."""
+        self.close()
+        if not keep:
+            unlink(self.path)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
+
+    def _fd(self) -> int:
+        if self.fd is None:
+            raise LocalIOError(f"{self.path} is closed")
+        return self.fd

@@ -1,0 +1,107 @@
+"""A pull's hold on its destination: the lock, the journal bound to it, its sync points, and the
+outcome recorded when the run ends (whatever way it ends)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+from types import TracebackType
+
+from ..errors import HcpsyncError, JournalError
+from .db import default_journal_path
+from .lock import Lock
+from .store import Journal
+
+
+def open_bound(root: Path, journal: str | os.PathLike[str] | bool, reset: bool) -> tuple[Journal, Lock | None]:
+    """Open the pull's journal, bound to ``root``.  A journal outside ``DEST/.hcpsync/`` gets a
+    lock of its own (``<journal>.lock``): two destinations can never use one at once."""
+    default = default_journal_path(root)
+    jpath = default if isinstance(journal, bool) else Path(journal)
+    in_place = os.path.realpath(jpath) == os.path.realpath(default)
+    jlock: Lock | None = None
+    if not in_place:
+        try:
+            jpath.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise JournalError(f"cannot create the folder of journal {jpath}: {exc.strerror or exc}") from exc
+        jlock = Lock(jpath.with_name(jpath.name + ".lock"))
+        jlock.acquire(f"journal {jpath}")
+    try:
+        jnl = Journal.open(jpath, reset=reset)
+        jnl.bind_destination(root, in_place)
+    except BaseException:
+        if jlock is not None:
+            jlock.release()
+        raise
+    return jnl, jlock
+
+
+async def sync_points(jnl: Journal, interval: float) -> None:
+    """Every ``interval`` s: flush the page cache to disk, then mark what it covered as durable."""
+    while True:
+        await asyncio.sleep(interval)
+        seq = jnl.current_seq()
+        await asyncio.to_thread(os.sync)
+        jnl.mark_synced(seq)
+
+
+class PullSession:
+    """``async with PullSession(root, state_dir, journal, reset):`` holds the destination's lock
+    and its journal (None with ``journal=False``) for one pull; on the way out the run's
+    outcome is recorded (``interrupted``, ``error: ...`` unless :meth:`finish` said better)
+    and everything is closed."""
+
+    def __init__(self, root: Path, lock_path: Path, journal: str | os.PathLike[str] | bool, reset: bool) -> None:
+        self.root = root
+        self._lock = Lock(lock_path)
+        self._spec = journal
+        self._reset = reset
+        self.journal: Journal | None = None
+        self._jlock: Lock | None = None
+        self._outcome: str | None = None
+        self._syncer: asyncio.Future[None] | None = None
+
+    async def __aenter__(self) -> PullSession:
+        self._lock.acquire(f"destination {self.root}")
+        try:
+            if self._spec:
+                self.journal, self._jlock = open_bound(self.root, self._spec, self._reset)
+        except BaseException:
+            self._lock.release()
+            raise
+        return self
+
+    def start_sync_points(self, interval: float) -> None:
+        if self.journal is not None and interval > 0:
+            self._syncer = asyncio.ensure_future(sync_points(self.journal, interval))
+
+    async def stop_sync_points(self) -> None:
+        if self._syncer is not None:
+            self._syncer.cancel()
+            await asyncio.gather(self._syncer, return_exceptions=True)
+            self._syncer = None
+
+    def finish(self, outcome: str, summary: dict[str, int]) -> None:
+        """The run ended with a report: record it."""
+        self._outcome = outcome
+        if self.journal is not None:
+            self.journal.end_run(outcome, dict(summary))
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop_sync_points()
+        jnl = self.journal
+        try:
+            if jnl is not None:
+                if self._outcome is None:
+                    outcome = f"error: {exc}" if isinstance(exc, HcpsyncError) else "interrupted"
+                    with contextlib.suppress(HcpsyncError):
+                        jnl.end_run(outcome, {})
+                jnl.close()
+        finally:
+            if self._jlock is not None:
+                self._jlock.release()
+            self._lock.release()
