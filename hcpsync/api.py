@@ -30,9 +30,10 @@ from .errors import EtagMismatchError, HcpsyncError, JournalError, ObjectChanged
 from .journal.resume import JournalObserver, check_partials
 from .journal.store import Journal, Lock, default_journal_path
 from .models import DEFAULT_BUCKET, DEFAULT_RELEASE, Failure, Plan, PlannedObject, PullReport, Selection
+from .planning import plan_for
 from .planning.listing import build_plan
+from .prepare import prepare_pull
 from .store.s3 import S3Storage, StorageOptions
-from .verify.core import plan_for, prepare_pull
 
 T = TypeVar("T")
 
