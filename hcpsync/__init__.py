@@ -6,7 +6,7 @@ from .engine.progress import ProgressEvent
 from .errors import HcpsyncError
 from .models import Plan, PlannedObject, PullReport, Selection
 from .store.s3 import StorageOptions
-from .verify.core import VerifyReport, verify_tree
+from .verify import VerifyReport, verify_tree
 
 __version__ = "0.1.0"
 

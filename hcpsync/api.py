@@ -24,10 +24,10 @@ from .engine.events import Listener
 from .engine.progress import ProgressCallback
 from .errors import HcpsyncError
 from .models import DEFAULT_BUCKET, DEFAULT_RELEASE, Plan, PullReport, Selection
+from .planning import plan_for
 from .planning.listing import build_plan
 from .run import PullOptions, run_pull
 from .store.s3 import S3Storage, StorageOptions
-from .verify.core import plan_for
 
 T = TypeVar("T")
 

@@ -27,8 +27,9 @@ from .journal.resume import JournalGate, check_partials
 from .journal.session import PullSession
 from .models import Failure, Plan, PlannedObject, PullReport, Selection
 from .planning.schedule import schedule
+from .prepare import prepare_pull
 from .store.s3 import S3Storage, StorageOptions
-from .verify.core import PullVerifier, prepare_pull
+from .verify.checker import PullVerifier
 
 #: extra rounds for objects that changed on the server mid-pull or failed verification
 REFETCH_ROUNDS = 2

@@ -25,7 +25,8 @@ from ..journal import open_journal_if_any, status_of
 from ..models import DEFAULT_BUCKET, DEFAULT_RELEASE, Plan, PullReport, Selection
 from ..store.s3 import StorageOptions
 from ..text import escape, say
-from ..verify.core import VerifyReport, check_dest, discover_subjects, list_packages, verify_tree
+from ..verify import VerifyReport, list_packages, verify_tree
+from ..verify.tree import check_dest, discover_subjects
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 #: stdout's reader went away (`| head`): the status a shell reports for a tool killed by SIGPIPE

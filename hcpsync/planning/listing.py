@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 
 from ..errors import SelectionError, UnsafePathError
 from ..models import ObjectInfo, Plan, PlannedObject, Rejected, Selection
 from ..paths import check_relpath, fold_name
 from ..store.s3 import S3Storage
+from .select import glob_filter, minimal_paths, under_path
+
+__all__ = ["LIST_CONCURRENCY", "build_plan", "glob_filter", "minimal_paths", "under_path"]
 
 #: listings run at once across subjects
 LIST_CONCURRENCY = 16
@@ -21,26 +22,6 @@ class _Listed:
     subject: str
     path: str | None  # None: the whole subject
     objects: list[ObjectInfo]
-
-
-def minimal_paths(paths: Iterable[str]) -> tuple[str, ...]:
-    """Drop paths inside another selected path (``T1w/xfms`` when ``T1w`` is selected)."""
-    out: list[str] = []
-    for p in sorted(set(paths)):
-        if not any(p == q or p.startswith(q + "/") for q in out):
-            out.append(p)
-    return tuple(out)
-
-
-def under_path(rel_to_subject: str, path: str) -> bool:
-    """Segment-boundary match: ``T1w`` matches ``T1w`` and ``T1w/...``, never ``T1w_extra/``."""
-    return rel_to_subject == path or rel_to_subject.startswith(path + "/")
-
-
-def glob_filter(relpath: str, includes: tuple[str, ...], excludes: tuple[str, ...]) -> bool:
-    if includes and not any(fnmatchcase(relpath, g) for g in includes):
-        return False
-    return not any(fnmatchcase(relpath, g) for g in excludes)
 
 
 async def _list_all(storage: S3Storage, bucket: str, prefix: str) -> list[ObjectInfo]:
@@ -66,8 +47,24 @@ async def build_plan(
     ``restrict`` (subject -> set of release-relative paths) narrows a subject to exactly
     those files: it is how HCP package names, resolved through manifests, select files.
     """
-    sem = asyncio.Semaphore(LIST_CONCURRENCY)
     paths = minimal_paths(selection.paths)
+    listed = await _list_selection(storage, selection, paths)
+    notes = await _check_found(storage, selection, paths, listed)
+    objects, rejected = _filter(listed, selection, restrict)
+    objects, clashes = _drop_clashes(objects)
+    rejected.extend(clashes)
+    objects, collisions = _drop_collisions(objects)
+    rejected.extend(collisions)
+    if not objects and not rejected:
+        where = f"s3://{selection.bucket}/{selection.release}/"
+        raise SelectionError(f"the selection matches no object under {where} (check --include/--exclude/--package)")
+    objects.sort(key=lambda o: o.key)
+    return Plan(selection, tuple(objects), tuple(rejected), tuple(notes))
+
+
+async def _list_selection(storage: S3Storage, selection: Selection, paths: tuple[str, ...]) -> list[_Listed]:
+    """List each subject (each of its ``paths``, if any), a few listings at a time."""
+    sem = asyncio.Semaphore(LIST_CONCURRENCY)
 
     async def one(subject: str, path: str | None) -> _Listed:
         prefix = selection.subject_prefix(subject) + (path or "")
@@ -79,9 +76,14 @@ async def build_plan(
         return _Listed(subject, path, objs)
 
     jobs = [one(s, p) for s in selection.subjects for p in (paths or (None,))]
-    listed = await asyncio.gather(*jobs)
+    return list(await asyncio.gather(*jobs))
 
-    # Subjects with nothing at all are errors (typos); a path missing for only some subjects is a note.
+
+async def _check_found(
+    storage: S3Storage, selection: Selection, paths: tuple[str, ...], listed: list[_Listed]
+) -> list[str]:
+    """Subjects with nothing at all are errors (typos), and so is a path no subject has;
+    a path missing for only some subjects is a note (returned)."""
     empty_subjects = [s for s in selection.subjects if not any(r.objects for r in listed if r.subject == s)]
     unknown: list[str] = []
     for s in empty_subjects:
@@ -98,7 +100,13 @@ async def build_plan(
             raise SelectionError(f"path {p!r} matches nothing under {where}<subject>/ for the selected subjects")
         if missing:
             notes.append(f"path {p!r} matches nothing for subject(s) {', '.join(missing)}")
+    return notes
 
+
+def _filter(
+    listed: list[_Listed], selection: Selection, restrict: dict[str, set[str]] | None
+) -> tuple[list[PlannedObject], list[Rejected]]:
+    """The listed objects the selection keeps (each key once), and the unsafe keys it refuses."""
     rel_prefix = selection.release + "/"
     objects: list[PlannedObject] = []
     rejected: list[Rejected] = []
@@ -122,15 +130,7 @@ async def build_plan(
                 rejected.append(Rejected(o.key, f"unsafe key: {exc}"))
                 continue
             objects.append(PlannedObject(o.key, o.size, o.etag, rel))
-
-    objects, clashes = _drop_clashes(objects)
-    rejected.extend(clashes)
-    objects, collisions = _drop_collisions(objects)
-    rejected.extend(collisions)
-    if not objects and not rejected:
-        raise SelectionError(f"the selection matches no object under {where} (check --include/--exclude/--package)")
-    objects.sort(key=lambda o: o.key)
-    return Plan(selection, tuple(objects), tuple(rejected), tuple(notes))
+    return objects, rejected
 
 
 def _drop_clashes(objects: list[PlannedObject]) -> tuple[list[PlannedObject], list[Rejected]]:

@@ -1,23 +1,34 @@
-"""Verification against HCP's ``.xdlm`` checksum manifests, and package selection."""
+"""Verification against HCP's ``.xdlm`` checksum manifests.
 
-from .core import (
-    ManifestSet,
-    MemoryVerifiedCache,
-    NullVerifiedCache,
-    PullVerifier,
-    VerifiedCache,
-    VerifyReport,
-    list_packages,
-    verify_tree,
-)
+* :mod:`.manifest`: parsing one manifest, and the :class:`ManifestIndex` over several;
+* :mod:`.manifests`: fetching them (S3) or reading them (a local tree): :class:`ManifestSet`;
+* :mod:`.checker`: checking files during a pull (:class:`PullVerifier`);
+* :mod:`.tree`: checking a local tree (:func:`verify_tree`, ``hcpsync verify``);
+* :mod:`.packages`: listing the packages of subjects (:func:`list_packages`);
+* :mod:`.cache`: checksums already computed (:class:`VerifiedCache`);
+* :mod:`.hashing`: MD5 of files, and what an S3 ETag says about it.
+"""
+
+from .cache import MemoryVerifiedCache, NullVerifiedCache, VerifiedCache
+from .checker import PullVerifier
+from .manifests import ManifestSet, fetch_manifests, fetch_manifests_for_plan, load_local_manifests, manifest_notes
+from .packages import PackageInfo, PackagesReport, list_packages
+from .tree import FileCheck, VerifyReport, verify_tree
 
 __all__ = [
+    "FileCheck",
     "ManifestSet",
     "MemoryVerifiedCache",
     "NullVerifiedCache",
+    "PackageInfo",
+    "PackagesReport",
     "PullVerifier",
     "VerifiedCache",
     "VerifyReport",
+    "fetch_manifests",
+    "fetch_manifests_for_plan",
     "list_packages",
+    "load_local_manifests",
+    "manifest_notes",
     "verify_tree",
 ]

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 
 from ..errors import ManifestError, SelectionError, UnsafePathError
 from ..paths import check_relpath
+from .hashing import is_md5
 
 MANIFEST_DIR = ".xdlm"
 
-_MD5_RE = re.compile(r"^[0-9a-fA-F]{32}$")
 _FIELD_RE = re.compile(r"^([37]T)_")
 # Key spellings accepted (compared after lower-casing).
 _URI_KEYS = ("uri",)
@@ -98,6 +98,22 @@ def is_manifest_key(key: str) -> bool:
 
 
 # --- parsing -------------------------------------------------------------------------------
+
+
+def merge_entries(prev: ManifestEntry, entry: ManifestEntry) -> tuple[ManifestEntry, bool]:
+    """One entry for a URI listed twice, and whether the two copies conflict.
+
+    Copies with different checksums conflict: the URI keeps no checksum (it cannot be
+    verified), and its size only if both agree.  Otherwise each copy fills in what the
+    other lacks (the first copy wins where both know).
+    """
+    if prev.md5 is not None and entry.md5 is not None and prev.md5 != entry.md5:
+        return ManifestEntry(entry.uri, None, prev.size if prev.size == entry.size else None), True
+    return ManifestEntry(
+        entry.uri,
+        prev.md5 if prev.md5 is not None else entry.md5,
+        prev.size if prev.size is not None else entry.size,
+    ), False
 
 
 def _get(obj: Mapping[str, object], names: tuple[str, ...]) -> tuple[bool, object]:
@@ -177,7 +193,7 @@ def _parse_entry(index: int, raw: object, problems: list[str]) -> ManifestEntry 
     md5: str | None = None
     found, checksum = _get(raw, _CHECKSUM_KEYS)
     if found and checksum is not None and checksum != "":
-        if not isinstance(checksum, str) or not _MD5_RE.match(checksum.strip()):
+        if not isinstance(checksum, str) or not is_md5(checksum.strip()):
             problems.append(f"{where} ({rel}): checksum {_short(checksum)} is not an MD5 (32 hex digits)")
             return None
         md5 = checksum.strip().lower()
@@ -236,20 +252,14 @@ def parse_manifest(name: str, data: bytes) -> Manifest:
             continue
         if entry.uri in conflicted:
             continue
-        if prev.md5 is not None and entry.md5 is not None and prev.md5 != entry.md5:
+        merged, conflict = merge_entries(prev, entry)
+        if conflict:
             problems.append(
                 f"entry #{i} ({entry.uri}): listed again with a different checksum "
                 f"({prev.md5} vs {entry.md5}); it will not be verified"
             )
             conflicted.add(entry.uri)
-            by_uri[entry.uri] = ManifestEntry(entry.uri, None, prev.size if prev.size == entry.size else None)
-            continue
-        # same file listed twice: merge what each copy knows
-        by_uri[entry.uri] = ManifestEntry(
-            entry.uri,
-            prev.md5 if prev.md5 is not None else entry.md5,
-            prev.size if prev.size is not None else entry.size,
-        )
+        by_uri[entry.uri] = merged
     return Manifest(
         name=base,
         subject=subject,
@@ -288,22 +298,18 @@ class ManifestIndex:
                 if prev is None:
                     entries[e.uri] = e
                     source[e.uri] = m.name
-                elif e.uri in conflicted:
                     continue
-                elif prev.md5 is not None and e.md5 is not None and prev.md5 != e.md5:
+                if e.uri in conflicted:
+                    continue
+                entries[e.uri], conflict = merge_entries(prev, e)
+                if conflict:
                     problems.append(
                         (m.name, f"{e.uri}: checksum {e.md5} differs from {prev.md5} in {source[e.uri]}; "
                                  "it will not be verified")
                     )
                     conflicted.add(e.uri)
-                    entries[e.uri] = ManifestEntry(e.uri, None, prev.size if prev.size == e.size else None)
-                elif (prev.md5 is None and e.md5 is not None) or (prev.size is None and e.size is not None):
-                    entries[e.uri] = ManifestEntry(
-                        e.uri,
-                        prev.md5 if prev.md5 is not None else e.md5,
-                        prev.size if prev.size is not None else e.size,
-                    )
         self._entries = entries
+        self._source = source
         self._packages = {name: list(pkg.values()) for name, pkg in sorted(packages.items())}
         self.problems: tuple[tuple[str, str], ...] = tuple(problems)
 
@@ -316,6 +322,14 @@ class ManifestIndex:
     def entry(self, relpath: str) -> ManifestEntry | None:
         """The merged entry for a URI, or None if no manifest lists it."""
         return self._entries.get(relpath)
+
+    def source_of(self, relpath: str) -> str | None:
+        """The name of the first manifest listing ``relpath`` (for messages), or None."""
+        return self._source.get(relpath)
+
+    def sources(self) -> dict[str, str]:
+        """uri -> name of the first manifest listing it."""
+        return dict(self._source)
 
     def lookup(self, relpath: str) -> str | None:
         """The MD5 the manifests give for ``relpath`` (``100307/T1w/x``), or None."""
