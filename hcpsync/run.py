@@ -154,13 +154,12 @@ async def _again(make_pool: _PoolFactory, obj: PlannedObject, err: HcpsyncError,
             out.result.failures.append((obj, head_err))
             return None
         out.notes.append(f"{obj.key} changed on the server during the pull; fetched again")
-        prog.files_failed -= 1
+        prog.again(0)
         return PlannedObject(obj.key, info.size, info.etag, obj.relpath)
     extra = min(rounds, ETAG_REFETCH_ROUNDS) if isinstance(err, EtagMismatchError) else rounds
     if round_no < extra and isinstance(err, VerificationError):
         out.notes.append(f"{obj.key} failed verification ({err}); fetched again")
-        prog.files_failed -= 1
-        prog.remove_bytes(obj.size)  # its bytes were counted; they come again
+        prog.again(obj.size)  # its bytes were counted; they come again
         return obj
     out.result.failures.append((obj, err))
     return None

@@ -59,9 +59,10 @@ class Progress:
                 self._last = now
                 self._emit(None)
 
-    def remove_bytes(self, n: int) -> None:
-        """Bytes counted but thrown away (a file re-fetched from scratch)."""
-        self.bytes_done -= n
+    def again(self, discarded_bytes: int) -> None:
+        """A file counted as failed goes into another round; its ``discarded_bytes`` come again."""
+        self.files_failed -= 1
+        self.bytes_done -= discarded_bytes
 
     def file_done(self, key: str, ok: bool = True) -> None:
         if ok:
