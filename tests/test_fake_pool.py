@@ -7,14 +7,16 @@ import asyncio
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakestore import FakeStore
 
 from hcpsync.config import KiB, TransferConfig
-from hcpsync.engine.pool import TransferObserver, TransferPool
+from hcpsync.engine.events import FileFailed, NoCheck, NoGate, Outcome, PartDone
+from hcpsync.engine.pool import TransferPool
 from hcpsync.errors import AccessDeniedError, HcpsyncError, ObjectChangedError, ShortReadError, TransientError
-from hcpsync.models import Part, PlannedObject
+from hcpsync.models import PlannedObject
 from hcpsync.paths import temp_path_for
 
 BUCKET = "fake-bucket"
@@ -43,7 +45,10 @@ def setup(tree: dict[str, bytes] = TREE) -> tuple[FakeStore, list[PlannedObject]
     return fake, objects
 
 
-class Recorder(TransferObserver):
+class Recorder(NoGate, NoCheck):
+    """The pool's gate, checker and listener at once: keeps partial files or not, rejects every
+    complete file with ``reject`` when set, and records what landed and what failed."""
+
     def __init__(self, keep_partial: bool = False) -> None:
         self.keep_partial = keep_partial
         self.landed: list[tuple[str, int]] = []
@@ -51,16 +56,20 @@ class Recorder(TransferObserver):
         self.part_landed = asyncio.Event()
         self.reject: HcpsyncError | None = None
 
-    async def check_file(self, obj: PlannedObject, temp: Path, streamed_md5: str | None) -> None:
+    def hooks(self) -> dict[str, Any]:
+        return {"gate": self, "checker": self, "listeners": [self]}
+
+    async def check(self, obj: PlannedObject, temp: Path, streamed_md5: str | None, etag_is_md5: bool) -> str | None:
         if self.reject is not None:
             raise self.reject
+        return None
 
-    def part_done(self, part: Part, temp: Path, crc: int) -> None:
-        self.landed.append((part.obj.key, part.start))
-        self.part_landed.set()
-
-    def file_failed(self, obj: PlannedObject, error: HcpsyncError, kept_partial: bool) -> None:
-        self.failed[obj.key] = (error, kept_partial)
+    def __call__(self, outcome: Outcome) -> None:
+        if isinstance(outcome, PartDone):
+            self.landed.append((outcome.part.obj.key, outcome.part.start))
+            self.part_landed.set()
+        elif isinstance(outcome, FileFailed):
+            self.failed[outcome.obj.key] = (outcome.error, outcome.kept_partial)
 
 
 def on_disk(root: Path) -> dict[str, bytes]:
@@ -97,7 +106,7 @@ async def test_exhausted_retries_fail_that_file_only(tmp_path: Path) -> None:
     fake, objects = setup()
     fake.fail(SMALL, TransientError("server error 500"), times=100)
     rec = Recorder()
-    result = await TransferPool(fake, BUCKET, tmp_path, config(retries=2), observer=rec).run(objects)
+    result = await TransferPool(fake, BUCKET, tmp_path, config(retries=2), **rec.hooks()).run(objects)
     assert [(o.key, str(e)) for o, e in result.failures] == [(SMALL, "server error 500")]
     assert len(fake.gets(SMALL)) == 3 and result.retries == 2  # 1 + retries
     assert on_disk(tmp_path) == want(TREE, BIG, "r/100307/edge.nii", "r/100307/empty.nii")
@@ -127,7 +136,7 @@ async def test_keep_partial_rule(
         fake.fail(BIG, error, times=100, start=0 if how == "first" else PART)
     else:
         fake.cut(SMALL, after=500, times=100)  # bytes in the temp file every time, never all of them
-    pool = TransferPool(fake, BUCKET, tmp_path, config(concurrency=1, retries=1), observer=rec)
+    pool = TransferPool(fake, BUCKET, tmp_path, config(concurrency=1, retries=1), **rec.hooks())
     result = await pool.run([o for o in objects if o.key == key])
     assert [o.key for o, _ in result.failures] == [key]
     assert rec.failed[key][1] is kept
@@ -153,7 +162,7 @@ async def test_cancelling_run_closes_every_temp_file(tmp_path: Path, keep_partia
             fake.stall(key, after=5000)
     rec = Recorder(keep_partial)
     before = open_fds()
-    task = asyncio.ensure_future(TransferPool(fake, BUCKET, tmp_path, config(concurrency=8), observer=rec).run(objects))
+    task = asyncio.ensure_future(TransferPool(fake, BUCKET, tmp_path, config(concurrency=8), **rec.hooks()).run(objects))
 
     async def hanging() -> None:
         while fake.stalled < 7:  # every part but BIG's first is hanging mid-body ...
