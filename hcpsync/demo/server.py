@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from typing import Any, TextIO
 
 from ..api import pull
@@ -28,11 +29,13 @@ DEMO_INSTALL = 'pip install "hcpsync[demo]"'
 def require_demo_deps() -> None:
     """Raise a one-line :class:`UsageError` naming what to install if moto's server or boto3 is missing."""
     try:
-        import boto3  # noqa: F401
-        import moto.server  # noqa: F401
+        with warnings.catch_warnings():  # moto warns (on stderr) when its server extra is missing
+            warnings.simplefilter("ignore")
+            import boto3  # noqa: F401
+            import moto.server  # noqa: F401
     except ImportError as exc:
-        missing = exc.name or "moto"
-        raise UsageError(f"hcpsync demo needs moto's S3 server ({missing} is not installed): {DEMO_INSTALL}") from exc
+        missing = (exc.name or "moto").split(".")[0]
+        raise UsageError(f"hcpsync demo needs moto[server] and boto3, and {missing} is not installed: {DEMO_INSTALL}") from exc
 
 
 class LocalS3:
