@@ -8,11 +8,13 @@ import json
 import logging
 import os
 import sys
+import warnings
 from typing import Any, TextIO
 
 from ..api import pull
 from ..config import MiB, TransferConfig
 from ..engine.progress import ProgressCallback
+from ..errors import UsageError
 from ..models import Selection
 from ..store.s3 import StorageOptions
 from ..text import say
@@ -20,12 +22,27 @@ from ..text import say
 DEMO_BUCKET = "hcp-openaccess"
 DEMO_RELEASE = "HCP_1200"
 DEMO_SUBJECT = "100307"
+#: what ``hcpsync demo`` needs beyond hcpsync's own dependencies
+DEMO_INSTALL = 'pip install "hcpsync[demo]"'
+
+
+def require_demo_deps() -> None:
+    """Raise a one-line :class:`UsageError` naming what to install if moto's server or boto3 is missing."""
+    try:
+        with warnings.catch_warnings():  # moto warns (on stderr) when its server extra is missing
+            warnings.simplefilter("ignore")
+            import boto3  # noqa: F401
+            import moto.server  # noqa: F401
+    except ImportError as exc:
+        missing = (exc.name or "moto").split(".")[0]
+        raise UsageError(f"hcpsync demo needs moto[server] and boto3, and {missing} is not installed: {DEMO_INSTALL}") from exc
 
 
 class LocalS3:
     """moto's S3 server on 127.0.0.1 (a free port), in a background thread."""
 
     def __init__(self) -> None:
+        require_demo_deps()
         from moto.server import ThreadedMotoServer
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)

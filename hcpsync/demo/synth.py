@@ -36,6 +36,36 @@ from functools import lru_cache
 from typing import Any
 
 from ..verify.manifest import MANIFEST_DIR, parse_manifest
+from .tree import (
+    PACKAGES,
+    PKG_MOTOR_ANALYSIS,
+    PKG_MOTOR_PREPROC,
+    PKG_MOTOR_UNPROC,
+    PKG_REST1_PREPROC,
+    PKG_STRUCT_PREPROC,
+    PKG_STRUCT_UNPROC,
+    TREE,
+)
+
+__all__ = [
+    "BLOCK",
+    "DEFAULT_LARGE_SIZE",
+    "PACKAGES",
+    "PKG_MOTOR_ANALYSIS",
+    "PKG_MOTOR_PREPROC",
+    "PKG_MOTOR_UNPROC",
+    "PKG_REST1_PREPROC",
+    "PKG_STRUCT_PREPROC",
+    "PKG_STRUCT_UNPROC",
+    "SynthFile",
+    "full_size",
+    "package_relpaths",
+    "seed_bucket",
+    "synth_bytes",
+    "synth_release",
+    "synth_size",
+    "synth_subject",
+]
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -46,25 +76,6 @@ DEFAULT_LARGE_SIZE = 6 * MiB
 _LARGE_SHRINK = 60
 _KEEP = 32 * KiB  # files up to this full size keep it
 _COMPRESS = 3000  # what other files have beyond _KEEP is divided by this
-
-# --- packages --------------------------------------------------------------------------------
-
-PKG_MOTOR_PREPROC = "3T_tfMRI_MOTOR_preproc"
-PKG_MOTOR_UNPROC = "3T_tfMRI_MOTOR_unproc"
-PKG_MOTOR_ANALYSIS = "3T_tfMRI_MOTOR_analysis_s2"
-PKG_STRUCT_PREPROC = "3T_Structural_preproc"
-PKG_STRUCT_UNPROC = "3T_Structural_unproc"
-PKG_REST1_PREPROC = "3T_rfMRI_REST1_preproc"
-
-PACKAGES: tuple[str, ...] = (
-    PKG_STRUCT_PREPROC,
-    PKG_STRUCT_UNPROC,
-    PKG_REST1_PREPROC,
-    PKG_MOTOR_ANALYSIS,
-    PKG_MOTOR_PREPROC,
-    PKG_MOTOR_UNPROC,
-)
-
 
 # --- content ---------------------------------------------------------------------------------
 
@@ -220,179 +231,6 @@ def synth_size(template: str, scale: float = 1.0, large_size: int = DEFAULT_LARG
     return _KEEP + int((full - _KEEP) * scale / _COMPRESS)
 
 
-# --- the tree --------------------------------------------------------------------------------
-
-_S, _SU, _R, _MA, _MP, _MU = (
-    PKG_STRUCT_PREPROC,
-    PKG_STRUCT_UNPROC,
-    PKG_REST1_PREPROC,
-    PKG_MOTOR_ANALYSIS,
-    PKG_MOTOR_PREPROC,
-    PKG_MOTOR_UNPROC,
-)
-
-
-def _tree() -> list[tuple[str, tuple[str, ...]]]:
-    """(subject-relative path with ``{s}`` for the subject, packages that list it)."""
-    t: list[tuple[str, tuple[str, ...]]] = []
-
-    def add(paths: Iterable[str], *pkgs: str) -> None:
-        t.extend((p, pkgs) for p in paths)
-
-    # T1w/: native-space structural outputs, FreeSurfer, and the runs' distortion-corrected refs
-    add(
-        [
-            "T1w/T1w_acpc_dc.nii.gz",
-            "T1w/T1w_acpc_dc_restore.nii.gz",
-            "T1w/T2w_acpc_dc_restore.nii.gz",
-            "T1w/aparc+aseg.nii.gz",
-            "T1w/brainmask_fs.nii.gz",
-            "T1w/wmparc.nii.gz",
-            "T1w/Native/{s}.L.white.native.surf.gii",
-            "T1w/Native/{s}.R.white.native.surf.gii",
-            "T1w/{s}/mri/aparc+aseg.mgz",
-            "T1w/{s}/stats/aseg.stats",
-            "T1w/{s}/surf/lh.white",
-            "T1w/{s}/label/lh.cortex.label",
-        ],
-        _S,
-    )
-    add(["T1w/T1w_acpc_dc_restore_brain.nii.gz"], _S, _MP, _R)
-    for run in ("tfMRI_MOTOR_LR", "tfMRI_MOTOR_RL"):
-        add([f"T1w/Results/{run}/SBRef_dc.nii.gz", f"T1w/Results/{run}/PhaseOne_gdc_dc.nii.gz"], _MP)
-    add(["T1w/Results/rfMRI_REST1_LR/SBRef_dc.nii.gz"], _R)
-
-    # MNINonLinear/: standard-space structural outputs and surfaces
-    add(
-        [
-            "MNINonLinear/T1w_restore.nii.gz",
-            "MNINonLinear/T2w_restore.nii.gz",
-            "MNINonLinear/aparc+aseg.nii.gz",
-            "MNINonLinear/brainmask_fs.nii.gz",
-            "MNINonLinear/{s}.164k_fs_LR.wb.spec",
-            "MNINonLinear/{s}.MyelinMap_BC.164k_fs_LR.dscalar.nii",
-            "MNINonLinear/xfms/acpc_dc2standard.nii.gz",
-            "MNINonLinear/fsaverage_LR32k/{s}.32k_fs_LR.wb.spec",
-            "MNINonLinear/fsaverage_LR32k/{s}.MyelinMap_BC.32k_fs_LR.dscalar.nii",
-            "MNINonLinear/fsaverage_LR32k/{s}.aparc.32k_fs_LR.dlabel.nii",
-            "MNINonLinear/fsaverage_LR32k/{s}.L.thickness.32k_fs_LR.shape.gii",
-            "MNINonLinear/fsaverage_LR32k/{s}.R.thickness.32k_fs_LR.shape.gii",
-            "MNINonLinear/fsaverage_LR32k/{s}.L.aparc.32k_fs_LR.label.gii",
-            "MNINonLinear/fsaverage_LR32k/{s}.R.aparc.32k_fs_LR.label.gii",
-        ]
-        + [
-            f"MNINonLinear/fsaverage_LR32k/{{s}}.{h}.{surf}.32k_fs_LR.surf.gii"
-            for surf in ("pial", "white", "very_inflated")
-            for h in ("L", "R")
-        ],
-        _S,
-    )
-    add(
-        [
-            "MNINonLinear/T1w_restore.2.nii.gz",
-            "MNINonLinear/ROIs/ROIs.2.nii.gz",
-            "MNINonLinear/ROIs/Atlas_ROIs.2.nii.gz",
-            "MNINonLinear/fsaverage_LR32k/{s}.L.midthickness.32k_fs_LR.surf.gii",
-            "MNINonLinear/fsaverage_LR32k/{s}.R.midthickness.32k_fs_LR.surf.gii",
-        ],
-        _S,
-        _MP,
-        _R,
-    )
-
-    # task fMRI runs (MOTOR), minimally preprocessed
-    for run, tab in (("tfMRI_MOTOR_LR", "MOTOR_run2_TAB.txt"), ("tfMRI_MOTOR_RL", "MOTOR_run1_TAB.txt")):
-        d = f"MNINonLinear/Results/{run}"
-        add(
-            [
-                f"{d}/{run}_Atlas.dtseries.nii",
-                f"{d}/{run}_SBRef.nii.gz",
-                f"{d}/{run}_Physio_log.txt",
-                f"{d}/{run}_hp200_s4_level1.fsf",
-                f"{d}/{tab}",
-                f"{d}/Movement_Regressors.txt",
-                f"{d}/Movement_Regressors_dt.txt",
-                f"{d}/Movement_RelativeRMS.txt",
-                f"{d}/Movement_AbsoluteRMS_mean.txt",
-                f"{d}/PhaseOne_gdc_dc.nii.gz",
-                f"{d}/brainmask_fs.2.nii.gz",
-            ]
-            + [f"{d}/EVs/{ev}.txt" for ev in ("Sync", "cue", "lf", "lh", "rf", "rh", "t")],
-            _MP,
-        )
-    # task fMRI level-2 analysis (2 mm smoothing)
-    feat = "MNINonLinear/Results/tfMRI_MOTOR/tfMRI_MOTOR_hp200_s2_level2.feat"
-    add(
-        [
-            "MNINonLinear/Results/tfMRI_MOTOR/prepare_level2_feat_analysis.sh",
-            f"{feat}/{{s}}_tfMRI_MOTOR_level2_hp200_s2.dscalar.nii",
-            f"{feat}/Contrasts.txt",
-            f"{feat}/design.fsf",
-            f"{feat}/design.mat",
-            f"{feat}/design.png",
-        ]
-        + [
-            f"{feat}/GrayordinatesStats/cope{c}.feat/{m}.dtseries.nii"
-            for c in (1, 2)
-            for m in ("cope1", "zstat1")
-        ],
-        _MA,
-    )
-
-    # resting state, run 1 (LR)
-    d = "MNINonLinear/Results/rfMRI_REST1_LR"
-    add(
-        [
-            f"{d}/rfMRI_REST1_LR_Atlas.dtseries.nii",
-            f"{d}/rfMRI_REST1_LR.nii.gz",
-            f"{d}/rfMRI_REST1_LR_SBRef.nii.gz",
-            f"{d}/rfMRI_REST1_LR_Physio_log.txt",
-            f"{d}/Movement_Regressors.txt",
-            f"{d}/Movement_RelativeRMS.txt",
-            f"{d}/Movement_AbsoluteRMS_mean.txt",
-            f"{d}/brainmask_fs.2.nii.gz",
-        ],
-        _R,
-    )
-
-    # unprocessed scans
-    for run, tab in (("tfMRI_MOTOR_LR", "MOTOR_run2_TAB.txt"), ("tfMRI_MOTOR_RL", "MOTOR_run1_TAB.txt")):
-        d = f"unprocessed/3T/{run}"
-        add(
-            [
-                f"{d}/{{s}}_3T_{run}.nii.gz",
-                f"{d}/{{s}}_3T_{run}_SBRef.nii.gz",
-                f"{d}/{{s}}_3T_SpinEchoFieldMap_LR.nii.gz",
-                f"{d}/{{s}}_3T_SpinEchoFieldMap_RL.nii.gz",
-                f"{d}/LINKED_DATA/EPRIME/{{s}}_3T_{tab}",
-                f"{d}/LINKED_DATA/PHYSIO/{{s}}_3T_{run}_Physio_log.txt",
-            ]
-            + [f"{d}/LINKED_DATA/EPRIME/EVs/{ev}.txt" for ev in ("Sync", "cue", "lf", "lh", "rf", "rh", "t")],
-            _MU,
-        )
-    add(
-        [
-            "unprocessed/3T/T1w_MPR1/{s}_3T_T1w_MPR1.nii.gz",
-            "unprocessed/3T/T2w_SPC1/{s}_3T_T2w_SPC1.nii.gz",
-        ],
-        _SU,
-    )
-
-    # release notes: in no package
-    add(
-        [
-            "release-notes/ReleaseNotes.txt",
-            "release-notes/Structural_preproc.txt",
-            "release-notes/rfMRI_REST1_preproc.txt",
-            "release-notes/tfMRI_MOTOR_preproc.txt",
-            "release-notes/tfMRI_MOTOR_unproc.txt",
-        ],
-    )
-    return t
-
-
-_TREE = _tree()
-
 
 def _check_id(what: str, value: str) -> None:
     if not value or "/" in value or value in (".", "..") or any(ord(c) < 33 for c in value):
@@ -422,7 +260,7 @@ def synth_subject(
 
     files: list[SynthFile] = []
     members: dict[str, list[SynthFile]] = {p: [] for p in PACKAGES}
-    for template, pkgs in _TREE:
+    for template, pkgs in TREE:
         key = f"{release}/{subject}/{template.format(s=subject)}"
         f = SynthFile(key=key, size=synth_size(template, scale, large_size), seed=key)
         files.append(f)
@@ -483,12 +321,6 @@ def package_relpaths(files: Iterable[SynthFile]) -> dict[str, set[str]]:
             m = parse_manifest(f.key, f.data())
             out.setdefault(m.package, set()).update(e.uri for e in m.entries)
     return out
-
-
-def iter_objects(files: Iterable[SynthFile]) -> Iterator[tuple[str, bytes]]:
-    """(key, bytes) for each file, built lazily."""
-    for f in files:
-        yield f.key, f.data()
 
 
 def seed_bucket(s3_client: Any, bucket: str, files: Iterable[SynthFile], threads: int = 8) -> None:

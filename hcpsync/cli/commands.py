@@ -1,0 +1,103 @@
+"""One small async function per ``hcpsync`` command: arguments in, result rendered, exit code out."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .. import api
+from ..engine.progress import ProgressEvent, TqdmBar, want_bar
+from ..errors import UsageError
+from ..journal import open_journal_if_any, status_of
+from ..verify import list_packages, verify_tree
+from ..verify.tree import check_dest, discover_subjects
+from .codes import EXIT_FAILED, EXIT_OK
+from .options import config_from, journal_from, selection_from, storage_from, subjects_from
+from .render import render
+
+
+@contextmanager
+def progress_bar(args: argparse.Namespace, desc: str = "pull") -> Iterator[TqdmBar | None]:
+    """A progress bar on stderr unless ``--no-progress`` or stderr is no TTY; closed on the way out."""
+    bar = TqdmBar(desc=desc) if want_bar(args.no_progress) else None
+    try:
+        yield bar
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+async def cmd_plan(args: argparse.Namespace) -> int:
+    plan = await api.plan(selection_from(args), storage=storage_from(args))
+    render(plan, args.json)
+    return EXIT_OK
+
+
+async def cmd_pull(args: argparse.Namespace) -> int:
+    sel, cfg, opts = selection_from(args), config_from(args), storage_from(args)
+    journal = journal_from(args)
+    with progress_bar(args) as bar:
+        report = await api.pull(sel, args.dest, config=cfg, storage=opts, progress=bar,
+                                journal=journal, reset_journal=args.reset_journal, verify=not args.no_verify)
+    render(report, args.json)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+async def cmd_demo(args: argparse.Namespace) -> int:
+    from ..demo.server import require_demo_deps, run_demo
+
+    require_demo_deps()
+    with progress_bar(args) as bar:
+        report = await run_demo(args.dest, progress=bar, out=sys.stderr if args.json else sys.stdout)
+    render(report, args.json)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    render(status_of(Path(args.dest), Path(args.journal) if args.journal else None), args.json)
+    return EXIT_OK
+
+
+async def cmd_verify(args: argparse.Namespace) -> int:
+    subjects = subjects_from(args)
+    if not subjects:  # default: the subject folders in DEST
+        subjects = discover_subjects(check_dest(args.dest))
+        if not subjects:
+            raise UsageError(f"no subject folders under {args.dest}: give --subject ID")
+    sel = selection_from(args, subjects)
+    # the journal of a pull into DEST caches verified checksums (by size and mtime)
+    jnl = open_journal_if_any(Path(args.dest))
+    try:
+        with progress_bar(args, desc="verify") as bar:
+
+            def progress(files: int, files_total: int, done: int, total: int) -> None:
+                if bar is not None:
+                    bar(ProgressEvent(files, files_total, done, total, 0, 0.0))
+
+            report = await verify_tree(args.dest, sel, offline=args.offline, full=args.full, jobs=args.jobs,
+                                       storage=None if args.offline else storage_from(args), progress=progress,
+                                       cache=jnl.checksum_cache() if jnl is not None else None)
+    finally:
+        if jnl is not None:
+            jnl.close()
+    render(report, args.json)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+async def cmd_packages(args: argparse.Namespace) -> int:
+    rep = await list_packages(args.subject, bucket=args.bucket, release=args.release, storage=storage_from(args))
+    render(rep, args.json)
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
+    "plan": cmd_plan,
+    "pull": cmd_pull,
+    "verify": cmd_verify,
+    "packages": cmd_packages,
+    "status": cmd_status,
+    "demo": cmd_demo,
+}

@@ -1,0 +1,74 @@
+"""Parsed arguments -> the library's inputs: Selection, StorageOptions, TransferConfig, journal."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..config import TransferConfig, parse_rate, parse_size
+from ..errors import SelectionError, UsageError
+from ..models import Selection
+from ..store.s3 import StorageOptions
+
+
+def read_subjects_file(path: str) -> list[str]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read subjects file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"subjects file {path} is not UTF-8 text") from exc
+    out = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            out.append(line)
+    if not out:
+        raise SelectionError(f"subjects file {path} lists no subject")
+    return out
+
+
+def subjects_from(args: argparse.Namespace) -> list[str]:
+    """``--subject`` IDs, then those of ``--subjects-file``."""
+    return list(args.subject) + (read_subjects_file(args.subjects_file) if args.subjects_file else [])
+
+
+def selection_from(args: argparse.Namespace, subjects: Sequence[str] | None = None) -> Selection:
+    """The selection the arguments describe (``subjects`` instead of the arguments' own, if given)."""
+    return Selection(
+        subjects=tuple(subjects_from(args) if subjects is None else subjects), bucket=args.bucket, release=args.release,
+        paths=tuple(args.path), includes=tuple(args.include), excludes=tuple(args.exclude), packages=tuple(args.package),
+    )
+
+
+def storage_from(args: argparse.Namespace) -> StorageOptions:
+    return StorageOptions(
+        endpoint_url=args.endpoint_url, profile=args.profile, region=args.region,
+        no_sign_request=args.no_sign_request, request_payer=args.request_payer,
+    )
+
+
+def config_from(args: argparse.Namespace) -> TransferConfig:
+    d = TransferConfig()
+    part = parse_size(args.part_size, "--part-size") if args.part_size else d.part_size
+    threshold = parse_size(args.multipart_threshold, "--multipart-threshold") if args.multipart_threshold else max(d.multipart_threshold, part)
+    return TransferConfig(
+        concurrency=args.concurrency, part_size=part, multipart_threshold=threshold,
+        max_bandwidth=parse_rate(args.max_bandwidth) if args.max_bandwidth else None,
+        retries=args.retries, read_timeout=args.read_timeout,
+        low_speed_limit=_low_speed(args.low_speed_limit, d.low_speed_limit), low_speed_time=args.low_speed_time,
+    )
+
+
+def _low_speed(text: str | None, default: int) -> int:
+    if text is None:
+        return default
+    return 0 if text.strip() in ("0", "0/s") else parse_rate(text)
+
+
+def journal_from(args: argparse.Namespace) -> str | bool:
+    """``api.pull``'s ``journal``: False (none), True (the default path) or a path."""
+    if args.no_journal and (args.journal or args.reset_journal):
+        raise UsageError("--no-journal cannot be combined with --journal or --reset-journal")
+    return False if args.no_journal else (args.journal or True)

@@ -1,0 +1,122 @@
+"""The ``hcpsync`` argument parser: subcommands, argument groups, help texts."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, NoReturn
+
+from ..config import TransferConfig
+from ..models import DEFAULT_BUCKET, DEFAULT_RELEASE
+from ..text import escape
+from .codes import EXIT_USAGE
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, escape(f"hcpsync: error: {message} (see '{self.prog} --help')") + "\n")
+
+
+def _add_source_args(g: Any, release_help: str, **subject: Any) -> None:
+    g.add_argument("--bucket", default=DEFAULT_BUCKET, help=f"S3 bucket (default {DEFAULT_BUCKET})")
+    g.add_argument("--release", default=DEFAULT_RELEASE, help=f"release key prefix{release_help} (default {DEFAULT_RELEASE})")
+    g.add_argument("--subject", action="append", default=[], metavar="ID", help="subject ID (repeatable)", **subject)
+
+
+def add_selection_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("selection")
+    _add_source_args(g, ": HCP_1200, HCP_Retest, q1...")
+    g.add_argument("--subjects-file", metavar="FILE", help="file of subject IDs, one a line ('#' comments allowed)")
+    g.add_argument("--path", action="append", default=[], metavar="P", help="path inside the subject folder, e.g. T1w or MNINonLinear/Results/tfMRI_MOTOR_LR (repeatable)")
+    g.add_argument("--include", action="append", default=[], metavar="GLOB", help="keep only keys (relative to the release) matching GLOB (repeatable)")
+    g.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="drop keys matching GLOB (repeatable)")
+    g.add_argument("--package", action="append", default=[], metavar="NAME", help="HCP package, e.g. 3T_tfMRI_MOTOR_preproc (repeatable)")
+
+
+def add_storage_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("S3 access")
+    g.add_argument("--endpoint-url", help="S3 endpoint (default: AWS, or $AWS_ENDPOINT_URL)")
+    g.add_argument("--profile", help="AWS profile holding your ConnectomeDB keys, e.g. hcp")
+    g.add_argument("--region", help="AWS region (default: from the profile, else us-east-1)")
+    g.add_argument("--no-sign-request", action="store_true", help="send anonymous requests (public buckets)")
+    g.add_argument("--request-payer", action="store_true", help="accept requester-pays charges")
+
+
+def add_transfer_args(p: argparse.ArgumentParser) -> None:
+    d = TransferConfig()
+    g = p.add_argument_group("transfer")
+    g.add_argument("--concurrency", type=int, default=d.concurrency, help=f"requests in flight across all files (default {d.concurrency})")
+    g.add_argument("--part-size", default=None, metavar="SIZE", help="byte-range size for large objects, e.g. 8MiB (default 8MiB)")
+    g.add_argument("--multipart-threshold", default=None, metavar="SIZE", help="objects above this are split into ranges (default 16MiB)")
+    g.add_argument("--max-bandwidth", default=None, metavar="RATE", help="cap across all workers, e.g. 200MB/s or 1Gbit/s")
+    g.add_argument("--retries", type=int, default=d.retries, help=f"retries per request for throttling/5xx/resets (default {d.retries})")
+    g.add_argument("--read-timeout", type=float, default=d.read_timeout, help=f"seconds without data before a connection is retried (default {d.read_timeout:g})")
+    g.add_argument("--low-speed-limit", default=None, metavar="RATE", help="a body slower than RATE over --low-speed-time is retried, e.g. 10KB/s; 0: off (default 1KiB/s)")
+    g.add_argument("--low-speed-time", type=float, default=d.low_speed_time, metavar="S", help=f"seconds of network wait the low-speed limit is measured over (default {d.low_speed_time:g})")
+
+
+_JOURNAL_HELP = "journal file (default DIR/.hcpsync/journal.sqlite)"
+
+
+def _add_plan(sub: Any) -> None:
+    p = sub.add_parser("plan", help="list what a selection covers (files, bytes, per subject)")
+    add_selection_args(p)
+    add_storage_args(p)
+    p.add_argument("--json", action="store_true", help="print the plan, with every object, as JSON")
+
+
+def _add_pull(sub: Any) -> None:
+    p = sub.add_parser("pull", help="download a selection")
+    add_selection_args(p)
+    p.add_argument("--dest", required=True, metavar="DIR", help="local folder: keys land at DIR/<key minus release prefix>")
+    add_transfer_args(p)
+    add_storage_args(p)
+    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-verify", action="store_true", help="do not check MD5s against the .xdlm manifests / S3 ETags (size only)")
+    g = p.add_argument_group("journal (resume)")
+    g.add_argument("--journal", metavar="PATH", help=_JOURNAL_HELP)
+    g.add_argument("--reset-journal", action="store_true", help="start a new journal (complete files are still skipped)")
+    g.add_argument("--no-journal", action="store_true", help="keep no journal: an interrupted file restarts from byte 0")
+
+
+def _add_status(sub: Any) -> None:
+    p = sub.add_parser("status", help="what a destination's journal says: complete / partial / pending, last run")
+    p.add_argument("--dest", required=True, metavar="DIR")
+    p.add_argument("--journal", metavar="PATH", help=_JOURNAL_HELP)
+    p.add_argument("--json", action="store_true")
+
+
+def _add_verify(sub: Any) -> None:
+    p = sub.add_parser("verify", help="check a local tree against HCP's .xdlm checksum manifests")
+    add_selection_args(p)
+    p.add_argument("--dest", required=True, metavar="DIR", help="local tree (subjects default to the subject folders in DIR)")
+    p.add_argument("--offline", action="store_true", help="use the manifests under DIR/<subject>/.xdlm/; no network")
+    p.add_argument("--full", action="store_true", help="hash every file, even those whose checksum is cached")
+    p.add_argument("--jobs", type=int, default=None, metavar="N", help="hashing threads (default: one per CPU)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_storage_args(p)
+
+
+def _add_packages(sub: Any) -> None:
+    p = sub.add_parser("packages", help="list the HCP download packages of subjects, with files and sizes")
+    _add_source_args(p.add_argument_group("selection"), "", required=True)
+    add_storage_args(p)
+    p.add_argument("--json", action="store_true", help="print the packages as JSON")
+
+
+def _add_demo(sub: Any) -> None:
+    p = sub.add_parser("demo", help="pull a synthetic HCP subject from a local S3 endpoint (no credentials needed)")
+    p.add_argument("--dest", default="hcpsync-demo", metavar="DIR", help="where to download (default ./hcpsync-demo)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--json", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="hcpsync", description="Fast, resumable, verified downloads of HCP data from S3.")
+    parser.add_argument("--version", action="version", version=f"hcpsync {__import__('hcpsync').__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for add in (_add_plan, _add_pull, _add_status, _add_verify, _add_packages, _add_demo):
+        add(sub)
+    return parser

@@ -1,0 +1,125 @@
+"""One renderer for every result the CLI prints: ``render(result, as_json)``.
+
+JSON goes to stdout as plain ASCII (``ensure_ascii``: control, bidi and all non-ASCII characters
+come out as ``\\u`` escapes); text goes line by line through :func:`hcpsync.text.say`, escaped.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from functools import singledispatch
+from typing import TextIO
+
+from ..journal import JournalStatus
+from ..models import Plan, PullReport
+from ..text import say
+from ..verify.packages import PackagesReport
+from ..verify.tree import VerifyReport
+
+Result = Plan | PullReport | VerifyReport | JournalStatus | PackagesReport
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def render(result: Result, as_json: bool, out: TextIO | None = None) -> None:
+    """Print ``result`` as JSON or as text, on ``out`` (default: stdout)."""
+    out = out or sys.stdout
+    if as_json:
+        json.dump(result.to_json(), out, indent=1, ensure_ascii=True)
+        out.write("\n")
+        return
+    for line in text_lines(result):
+        say(line, out)
+
+
+@singledispatch
+def text_lines(result: object) -> Iterator[str]:
+    """The text form of ``result``, line by line (unescaped: :func:`render` escapes)."""
+    raise TypeError(f"no text form for {type(result).__name__}")
+
+
+@text_lines.register
+def _plan(plan: Plan) -> Iterator[str]:
+    sel = plan.selection
+    yield f"s3://{sel.bucket}/{sel.release}/: {len(plan.objects)} files, {human(plan.total_bytes)} ({plan.total_bytes} bytes)"
+    for subject, (n, b) in plan.per_subject().items():
+        yield f"  {subject}: {n} files, {human(b)}"
+    for r in plan.rejected:
+        yield f"  refused '{r.key}': {r.reason}"
+    for note in plan.notes:
+        yield f"  note: {note}"
+
+
+@text_lines.register
+def _pull(report: PullReport) -> Iterator[str]:
+    rows = [
+        ("planned", report.planned_files, report.planned_bytes),
+        ("transferred", report.transferred_files, report.transferred_bytes),
+        ("skipped", report.skipped_files, report.skipped_bytes),
+    ]
+    for label, n, b in rows:
+        yield f"{label:<12} {n:>8} files  {human(b):>11}"
+    yield f"{'failed':<12} {len(report.failed):>8} files"
+    if report.verified_files or report.unverified_files:
+        yield f"{'verified':<12} {report.verified_files:>8} files  ({report.unverified_files} size-checked only)"
+    yield (f"elapsed {report.elapsed:.2f} s, mean rate {human(report.rate)}/s, "
+           f"{report.requests} requests, {report.retries} retries")
+    for f in report.failed[:10]:
+        yield f"  FAILED {f.key}: {f.reason}"
+    if len(report.failed) > 10:
+        yield f"  ... and {len(report.failed) - 10} more (see --json)"
+    for note in report.notes[:20]:
+        yield f"  note: {note}"
+
+
+@text_lines.register
+def _verify(report: VerifyReport) -> Iterator[str]:
+    c = report.counts
+    yield f"{report.dest} against {report.source}: {len(report.subjects)} subject(s)"
+    for status in ("ok", "mismatched", "missing", "unlisted", "unverifiable"):
+        yield f"{status:<13} {c[status]:>8} files"
+    yield (f"hashed {report.hashed_files} files, {human(report.hashed_bytes)} in {report.hash_seconds:.2f} s "
+           f"({report.rate / 1e6:.1f} MB/s, {report.jobs} threads); {report.cached_files} from the checksum cache")
+    for chk in report.by_status("mismatched")[:50]:
+        why = chk.detail or f"expected {chk.expected}, got {chk.actual}"
+        yield f"  MISMATCHED {chk.relpath}: {why}"
+    for status in ("missing", "unlisted", "unverifiable"):
+        items = [chk for chk in report.checks if chk.status == status]
+        for chk in items[:20]:
+            yield f"  {status.upper()} {chk.relpath}{': ' + chk.detail if chk.detail else ''}"
+        if len(items) > 20:
+            yield f"  ... and {len(items) - 20} more {status} (see --json)"
+    for problem in report.problems[:20]:
+        yield f"  problem: {problem}"
+    for note in report.notes:
+        yield f"  note: {note}"
+
+
+@text_lines.register
+def _status(st: JournalStatus) -> Iterator[str]:
+    yield f"journal {st.path}"
+    yield f"{'complete':<9} {st.files_complete:>8} files  {human(st.bytes_complete):>11}"
+    yield f"{'partial':<9} {st.files_partial:>8} files  {human(st.bytes_partial_done):>11} done"
+    yield f"{'pending':<9} {st.files_pending:>8} files  {human(st.bytes_pending):>11}"
+    yield f"{'total':<9} {st.files_total:>8} files  {human(st.bytes_total):>11}"
+    if st.last_run:
+        lr = st.last_run
+        yield f"last run: started {lr['started']}, {'ended ' + lr['ended'] if lr['ended'] else 'not ended'}: {lr['outcome']}"
+    yield f"active: {'yes, pid ' + str(st.active_pid) if st.active_pid else 'no'}"
+
+
+@text_lines.register
+def _packages(rep: PackagesReport) -> Iterator[str]:
+    for p in rep.packages:
+        unsized = f" (+{p.unsized} of unknown size)" if p.unsized else ""
+        yield f"{p.subject}  {p.name:<40} {p.files:>7} files  {human(p.bytes):>11}{unsized}"
+    for problem in rep.problems:
+        yield f"  problem: {problem}"
