@@ -17,7 +17,7 @@ import os
 import threading
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from .config import TransferConfig
 from .engine.events import Listener
@@ -29,30 +29,38 @@ from .planning.listing import build_plan
 from .run import PullOptions, run_pull
 from .store.s3 import S3Storage, StorageOptions
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 T = TypeVar("T")
 
 
-def _storage_options(
-    storage: StorageOptions | None, endpoint_url: str | None, profile: str | None, region: str | None,
-    no_sign_request: bool,
-) -> StorageOptions:
+class S3Access(TypedDict, total=False):
+    """How to reach S3, as keyword arguments of :func:`plan`, :func:`pull` and :class:`Mirror`:
+    a ready ``storage`` (:class:`StorageOptions`), or its fields one by one.  Credentials come
+    from the standard AWS chain."""
+
+    storage: StorageOptions | None
+    endpoint_url: str | None
+    profile: str | None
+    region: str | None
+    no_sign_request: bool
+
+
+def _storage_options(access: S3Access) -> StorageOptions:
+    unknown = set(access) - set(S3Access.__annotations__)
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    storage = access.get("storage")
     if storage is not None:
         return storage
-    return StorageOptions(endpoint_url=endpoint_url, profile=profile, region=region, no_sign_request=no_sign_request)
+    return StorageOptions(endpoint_url=access.get("endpoint_url"), profile=access.get("profile"),
+                          region=access.get("region"), no_sign_request=access.get("no_sign_request", False))
 
 
-async def plan(
-    selection: Selection,
-    *,
-    config: TransferConfig | None = None,
-    storage: StorageOptions | None = None,
-    endpoint_url: str | None = None,
-    profile: str | None = None,
-    region: str | None = None,
-    no_sign_request: bool = False,
-) -> Plan:
+async def plan(selection: Selection, *, config: TransferConfig | None = None, **access: Unpack[S3Access]) -> Plan:
     """List what ``selection`` covers: every object with key, size, ETag and local path."""
-    opts = _storage_options(storage, endpoint_url, profile, region, no_sign_request)
+    opts = _storage_options(access)
     async with S3Storage(opts, config or TransferConfig()) as s3:
         the_plan, _ = await plan_for(s3, selection)  # resolves --package through the manifests
         return the_plan
@@ -63,21 +71,17 @@ async def pull(
     dest: str | os.PathLike[str],
     *,
     config: TransferConfig | None = None,
-    storage: StorageOptions | None = None,
-    endpoint_url: str | None = None,
-    profile: str | None = None,
-    region: str | None = None,
-    no_sign_request: bool = False,
     progress: ProgressCallback | None = None,
     on_outcome: Listener | None = None,
     journal: str | os.PathLike[str] | bool = True,
     reset_journal: bool = False,
     sync_interval: float = 30.0,
     verify: bool = True,
+    **access: Unpack[S3Access],
 ) -> PullReport:
     """Download a selection (or a ready plan) to ``dest``; returns a :class:`PullReport`.
 
-    Per-object failures are collected in the report, not raised.  Raises
+    S3 access: see :class:`S3Access`.  Per-object failures are collected in the report, not raised.  Raises
     :class:`~hcpsync.errors.HcpsyncError` for what stops the whole run (bad selection,
     no credentials, disk full, another pull on the same destination...).  Cancelling the
     task closes every connection and file and leaves the journal consistent.
@@ -92,7 +96,7 @@ async def pull(
     """
     opts = PullOptions(
         config=config or TransferConfig(),
-        storage=_storage_options(storage, endpoint_url, profile, region, no_sign_request),
+        storage=_storage_options(access),
         progress=progress, listener=on_outcome, journal=journal, reset_journal=reset_journal,
         sync_interval=sync_interval, verify=verify,
     )
@@ -148,18 +152,14 @@ class Mirror:
         bucket: str = DEFAULT_BUCKET,
         release: str = DEFAULT_RELEASE,
         config: TransferConfig | None = None,
-        storage: StorageOptions | None = None,
-        endpoint_url: str | None = None,
-        profile: str | None = None,
-        region: str | None = None,
-        no_sign_request: bool = False,
         progress: ProgressCallback | None = None,
+        **access: Unpack[S3Access],
     ) -> None:
         self.dest = Path(dest)
         self.bucket = bucket
         self.release = release
         self.config = config or TransferConfig()
-        self.storage = _storage_options(storage, endpoint_url, profile, region, no_sign_request)
+        self.storage = _storage_options(access)
         self.progress = progress
         self.last_report: PullReport | None = None
 

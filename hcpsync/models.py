@@ -112,11 +112,16 @@ class PlannedObject:
 
 
 @dataclass(frozen=True, slots=True)
-class Rejected:
-    """A listed key the plan refuses (unsafe local path, file/folder clash...)."""
+class Failure:
+    """An object that could not be fetched, and why: a key the plan refuses (unsafe local path,
+    file/folder clash, collision...) or a file that failed during the pull."""
 
     key: str
     reason: str
+
+
+#: a listed key the plan refuses: a failure known before any request
+Rejected = Failure
 
 
 @dataclass(frozen=True)
@@ -171,12 +176,6 @@ class Part:
     @property
     def length(self) -> int:
         return self.end - self.start
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    key: str
-    reason: str
 
 
 @dataclass(frozen=True)

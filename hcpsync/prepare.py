@@ -10,7 +10,7 @@ from pathlib import Path
 from .models import Plan, Selection
 from .paths import is_complete_file
 from .planning import plan_for
-from .store.s3 import S3Storage
+from .store import ObjectStore
 from .verify.cache import VerifiedCache
 from .verify.checker import PullVerifier
 from .verify.manifests import ManifestSet, fetch_manifests_for_plan, manifest_notes
@@ -33,7 +33,7 @@ def _anything_to_fetch(plan: Plan, dest: Path) -> bool:
 
 
 async def prepare_pull(
-    storage: S3Storage,
+    storage: ObjectStore,
     selection: Selection | Plan,
     *,
     dest: Path | None = None,

@@ -25,10 +25,10 @@ from .engine.progress import Progress, ProgressCallback
 from .errors import EtagMismatchError, HcpsyncError, ObjectChangedError, VerificationError
 from .journal.resume import JournalGate, check_partials
 from .journal.session import PullSession
-from .models import Failure, Plan, PlannedObject, PullReport, Selection
+from .models import Plan, PlannedObject, PullReport, Selection
 from .planning.schedule import schedule
 from .prepare import prepare_pull
-from .store.s3 import S3Storage, StorageOptions
+from .store import ObjectStore, S3Storage, StorageOptions
 from .verify.checker import PullVerifier
 
 #: extra rounds for objects that changed on the server mid-pull or failed verification
@@ -107,7 +107,7 @@ async def run_pull(selection: Selection | Plan, dest: str | os.PathLike[str], op
 class _PoolFactory:
     """Makes the pool of each round (the same collaborators every time)."""
 
-    s3: S3Storage
+    s3: ObjectStore
     plan: Plan
     root: Path
     config: TransferConfig
@@ -176,7 +176,7 @@ def _add(total: PoolResult, res: PoolResult) -> None:
 
 def _report(the_plan: Plan, res: PoolResult, notes: list[str], verifier: PullVerifier | None, requests: int,
             elapsed: float) -> PullReport:
-    failed = [Failure(r.key, r.reason) for r in the_plan.rejected] + res.failed()
+    failed = [*the_plan.rejected, *res.failed()]
     return PullReport(
         planned_files=len(the_plan.objects),
         planned_bytes=the_plan.total_bytes,

@@ -3,7 +3,6 @@ HEAD and listing retries, and the ObjectStore protocol as S3Storage and the fake
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from typing import Any
 
@@ -17,13 +16,11 @@ from hcpsync.errors import (
     EndpointError,
     HcpsyncError,
     NoSuchKeyError,
-    ObjectChangedError,
     ThrottledError,
     TransientError,
 )
 from hcpsync.models import ObjectInfo
 from hcpsync.store import ObjectStore, RetryPolicy, S3Storage, map_exceptions, translate, translate_code
-from hcpsync.store import retry as retry_mod
 
 
 def client_error(code: str, status: int) -> ClientError:
@@ -50,14 +47,6 @@ def test_policy_retries_retryable_errors_only_and_backs_off_within_bounds() -> N
     assert min(delays) >= 0 and max(delays) <= 1.0  # base * 2**1
     assert max(policy.delay(1, ThrottledError("x")) for _ in range(200)) > 1.0  # throttling waits longer
     assert max(policy.delay(9) for _ in range(200)) <= 3.0  # capped
-
-
-def test_module_functions_keep_the_pools_semantics() -> None:
-    cfg = TransferConfig(retries=1, backoff_base=0.001, backoff_max=0.002)
-    assert retry_mod.should_retry(cfg, TransientError("x"), 0) and not retry_mod.should_retry(cfg, TransientError("x"), 1)
-    assert not retry_mod.should_retry(cfg, ObjectChangedError("x"), 0)
-    assert 0 <= retry_mod.backoff_delay(cfg, 1) <= 0.002
-    asyncio.run(retry_mod.pause(cfg, 1, TransientError("x")))
 
 
 async def test_policy_call_translates_counts_and_gives_up() -> None:

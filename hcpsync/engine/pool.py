@@ -28,9 +28,8 @@ from ..errors import DiskFullError, HcpsyncError, UnsafePathError
 from ..models import Failure, Part, PlannedObject
 from ..paths import DestGuard, fold_name, temp_path_for
 from ..planning.schedule import is_ranged, split_parts
+from ..store import ObjectStore, RetryPolicy
 from ..store.ratelimit import RateLimiter
-from ..store.retry import pause, should_retry
-from ..store.s3 import S3Storage
 from .events import Checker, FileDone, FileFailed, FileSkipped, Gate, Listener, NoCheck, NoGate, Outcome, PartDone
 from .progress import Progress
 from .tempfile import TempFile, local_error, resumable
@@ -81,7 +80,7 @@ class TransferPool:
 
     def __init__(
         self,
-        storage: S3Storage,
+        storage: ObjectStore,
         bucket: str,
         dest: Path,
         config: TransferConfig,
@@ -100,6 +99,7 @@ class TransferPool:
         self.checker: Checker = checker or NoCheck()
         self.listeners = tuple(listeners)
         self.limiter = RateLimiter(config.max_bandwidth) if config.max_bandwidth else None
+        self.retry = RetryPolicy.from_config(config)
         self.result = PoolResult()
         self._open: dict[str, _FileJob] = {}
         self._temps: dict[str, str] = {}  # folded temp path -> key being written to it
@@ -280,11 +280,11 @@ class TransferPool:
                         written += len(chunk)
                 return crc
             except HcpsyncError as err:
-                if not should_retry(self.config, err, attempt) or job.error is not None or self._stop is not None:
+                if not self.retry.should_retry(err, attempt) or job.error is not None or self._stop is not None:
                     raise  # given up; or the file already failed, or the run stops: no more requests
                 attempt += 1
                 self.result.retries += 1
-                await pause(self.config, attempt, err)
+                await self.retry.pause(attempt, err)
 
     async def _write(self, job: _FileJob, part: Part, chunk: bytes, offset: int, crc: int) -> int:
         """Write one chunk at ``offset`` (after the bandwidth cap lets it); returns the running CRC."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ..errors import SelectionError, UnsafePathError
 from ..models import ObjectInfo, Plan, PlannedObject, Rejected, Selection
 from ..paths import check_relpath, fold_name
-from ..store.s3 import S3Storage
+from ..store import ObjectStore
 from .select import glob_filter, minimal_paths, under_path
 
 __all__ = ["LIST_CONCURRENCY", "build_plan", "glob_filter", "minimal_paths", "under_path"]
@@ -24,21 +24,21 @@ class _Listed:
     objects: list[ObjectInfo]
 
 
-async def _list_all(storage: S3Storage, bucket: str, prefix: str) -> list[ObjectInfo]:
+async def _list_all(storage: ObjectStore, bucket: str, prefix: str) -> list[ObjectInfo]:
     out: list[ObjectInfo] = []
     async for objs, _ in storage.list_pages(bucket, prefix):
         out.extend(objs)
     return out
 
 
-async def _subject_exists(storage: S3Storage, bucket: str, prefix: str) -> bool:
+async def _subject_exists(storage: ObjectStore, bucket: str, prefix: str) -> bool:
     async for objs, prefixes in storage.list_pages(bucket, prefix, delimiter="/"):
         return bool(objs or prefixes)
     return False
 
 
 async def build_plan(
-    storage: S3Storage,
+    storage: ObjectStore,
     selection: Selection,
     restrict: dict[str, set[str]] | None = None,
 ) -> Plan:
@@ -62,7 +62,7 @@ async def build_plan(
     return Plan(selection, tuple(objects), tuple(rejected), tuple(notes))
 
 
-async def _list_selection(storage: S3Storage, selection: Selection, paths: tuple[str, ...]) -> list[_Listed]:
+async def _list_selection(storage: ObjectStore, selection: Selection, paths: tuple[str, ...]) -> list[_Listed]:
     """List each subject (each of its ``paths``, if any), a few listings at a time."""
     sem = asyncio.Semaphore(LIST_CONCURRENCY)
 
@@ -80,7 +80,7 @@ async def _list_selection(storage: S3Storage, selection: Selection, paths: tuple
 
 
 async def _check_found(
-    storage: S3Storage, selection: Selection, paths: tuple[str, ...], listed: list[_Listed]
+    storage: ObjectStore, selection: Selection, paths: tuple[str, ...], listed: list[_Listed]
 ) -> list[str]:
     """Subjects with nothing at all are errors (typos), and so is a path no subject has;
     a path missing for only some subjects is a note (returned)."""

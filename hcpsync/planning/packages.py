@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from ..models import Plan, Selection
-from ..store.s3 import S3Storage
+from ..store import ObjectStore
 from ..verify.manifests import ManifestSet, fetch_manifests, manifest_notes
 from .listing import build_plan
 from .select import in_scope
@@ -25,7 +25,7 @@ def resolve_packages(manifests: ManifestSet, selection: Selection) -> tuple[dict
     return manifests.package_uris(selection.subjects, selection.packages)
 
 
-async def plan_for(storage: S3Storage, selection: Selection) -> tuple[Plan, ManifestSet | None]:
+async def plan_for(storage: ObjectStore, selection: Selection) -> tuple[Plan, ManifestSet | None]:
     """The plan of ``selection``, honouring ``selection.packages``; and the manifests, if fetched.
 
     With packages, the subjects' manifests are fetched to resolve them (returned, so a pull

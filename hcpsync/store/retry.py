@@ -65,20 +65,3 @@ class RetryPolicy:
             if on_retry is not None:
                 on_retry(err)
             await self.pause(attempt, err)
-
-
-# The functions the transfer pool's GET loop calls (same semantics as RetryPolicy's methods).
-
-
-def backoff_delay(config: TransferConfig, attempt: int, error: HcpsyncError | None = None) -> float:
-    """Seconds to wait before retry number ``attempt`` (1-based); throttling waits longer."""
-    return RetryPolicy.from_config(config).delay(attempt, error)
-
-
-def should_retry(config: TransferConfig, error: HcpsyncError, attempt: int) -> bool:
-    """Whether a request that failed with ``error`` after ``attempt`` retries gets another go."""
-    return RetryPolicy.from_config(config).should_retry(error, attempt)
-
-
-async def pause(config: TransferConfig, attempt: int, error: HcpsyncError | None = None) -> None:
-    await RetryPolicy.from_config(config).pause(attempt, error)

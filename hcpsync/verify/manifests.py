@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import CredentialsError, EndpointError, HcpsyncError, ManifestError, SelectionError
 from ..models import ObjectInfo, Plan
-from ..store.s3 import S3Storage
+from ..store import ObjectStore
 from .manifest import MANIFEST_DIR, Manifest, ManifestIndex, is_manifest_key, parse_manifest
 
 #: listings and GETs of manifests in flight at once
@@ -110,7 +110,7 @@ def _manifest_problem(name: str, err: HcpsyncError) -> str:
 
 
 async def fetch_manifests(
-    storage: S3Storage,
+    storage: ObjectStore,
     bucket: str,
     release: str,
     subjects: Sequence[str],
@@ -194,7 +194,7 @@ def load_local_manifests(dest: str | os.PathLike[str], subjects: Sequence[str]) 
     return ManifestSet(by_subject, problems, f"{root}/<subject>/{MANIFEST_DIR}/")
 
 
-async def fetch_manifests_for_plan(storage: S3Storage, plan: Plan) -> ManifestSet:
+async def fetch_manifests_for_plan(storage: ObjectStore, plan: Plan) -> ManifestSet:
     """The manifests of a plan's subjects.  When the selection has no filter the planner
     listed whole subject folders, so the manifests' keys are known from the plan."""
     sel = plan.selection
