@@ -2,7 +2,7 @@
 
 Everything hcpsync raises derives from :class:`HcpsyncError`.  S3, botocore and aiohttp
 exceptions are translated into these classes at the storage boundary
-(:mod:`hcpsync.storage`), so the rest of the engine never sees a transport exception.
+(:mod:`hcpsync.store.errors`), so the rest of the engine never sees a transport exception.
 
 Each class carries ``exit_code`` (what the CLI exits with when it ends a run) and
 ``retryable`` (whether the transfer pool may try again).

@@ -18,9 +18,9 @@ from .verify.manifests import ManifestSet, fetch_manifests_for_plan, manifest_no
 
 @dataclass
 class PreparedPull:
-    """What :func:`prepare_pull` hands to the pull: the plan, the verifier to add to the
-    pull's observers (None with ``verify=False``) and notes for the report.  After the run,
-    add ``verifier.notes`` to the report's notes."""
+    """What :func:`prepare_pull` hands to the pull: the plan, the verifier (the pool's checker
+    and one of its listeners; None with ``verify=False``) and notes for the report.  After the
+    run, add ``verifier.notes`` to the report's notes."""
 
     plan: Plan
     verifier: PullVerifier | None
