@@ -69,6 +69,7 @@ ALL_WORKLOADS = ("large", "subject", "s3like", "resume", "scale")
 ALL_TOOLS = ("hcpsync", "s5cmd", "awscli", "boto3", "curl")
 HCPSYNC_CONCURRENCY = 64  # hcpsync's default; the budget every peer gets
 ANALYSIS_BEGIN, ANALYSIS_END = "<!-- analysis:begin -->", "<!-- analysis:end -->"
+BASELINE = "hcpsync (baseline)"  # --baseline: another build of hcpsync, in the same rounds
 
 
 def child_env(extra: dict[str, str]) -> dict[str, str]:
@@ -103,6 +104,7 @@ class Variant:
     part_size: int = 8 * MiB
     plain_origin: bool = False  # curl: against a plain origin (the link) even in s3like mode
     note: str = ""
+    argv0: tuple[str, ...] = ()  # hcpsync: another build's command (--baseline), else this one's
 
     @property
     def slug(self) -> str:
@@ -176,7 +178,7 @@ def build(v: Variant, t: Target, dest: Path, scratch: Path) -> tuple[list[list[s
     """argv(s) and extra environment of variant ``v`` downloading ``t`` into ``dest``."""
     if v.tool == "hcpsync":
         argv = [
-            *hcpsync_argv0(), "pull", "--endpoint-url", t.url, "--no-sign-request", "--bucket", t.wl.bucket,
+            *(v.argv0 or hcpsync_argv0()), "pull", "--endpoint-url", t.url, "--no-sign-request", "--bucket", t.wl.bucket,
             "--release", t.release, "--subject", t.subject, "--dest", str(dest), "--no-progress", "--json",
             *v.hcpsync_args,
         ]
@@ -320,7 +322,12 @@ class Bench:
         return workloads.ensure(wl_name, WORK, log=True)
 
     def wanted(self, variants: list[Variant]) -> list[Variant]:
-        return [v for v in variants if v.tool in self.tools]
+        """The variants of the selected tools, and with --baseline the other build's defaults."""
+        out = [v for v in variants if v.tool in self.tools]
+        if self.args.baseline and "hcpsync" in self.tools:
+            out.insert(1, Variant(BASELINE, "hcpsync", argv0=(self.args.baseline,),
+                                  note=f"defaults, run as {self.args.baseline}"))
+        return out
 
     # -- one run
 
@@ -401,7 +408,7 @@ class Bench:
         for section, wl_name, small in (("s3like-large", big, False), ("s3like-small", "subject-tiny", True)):
             wl = workloads.ensure(wl_name, WORK, log=True)
             n_large = sum(1 for o in wl.objects if o.size > 16 * MiB) or 1
-            variants = self.wanted(s3like_variants(n_large, small))
+            variants = [v for v in s3like_variants(n_large, small) if v.tool in self.tools]
             with Origin(wl.root, s3like=True, access_log=True) as origin, Origin(wl.root) as plain:
                 t = Target(wl, origin.url, plain.url)
                 self.rounds(section, variants, t, origin, max(self.runs, 3) if small else self.runs)
@@ -709,6 +716,12 @@ class Report:
         md.append("")
         return rows
 
+    def baseline_ratios(self, section: str, peer_labels: list[str]) -> None:
+        """With --baseline: this build against the other one, and the other one against the peers."""
+        if self._row(section, BASELINE) is not None:
+            self.ratios(section, "hcpsync", [BASELINE])
+            self.ratios(section, BASELINE, peer_labels)
+
     def ratios(self, section: str, hcp: str, peers_: list[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         lines = []
@@ -784,10 +797,11 @@ class Report:
 
     def large(self) -> None:
         rows = self.table("large", "large: 4 x 1 GiB")
-        hc = [r for r in rows if r["tool"] == "hcpsync" and r["ok_runs"]]
+        hc = [r for r in rows if r["tool"] == "hcpsync" and r["ok_runs"] and r["variant"] != BASELINE]
         best = min(hc, key=lambda r: r["wall_s"]) if hc else None
         peer_labels = [r["variant"] for r in rows if r["tool"] != "hcpsync"]
         rs = self.ratios("large", "hcpsync", peer_labels)
+        self.baseline_ratios("large", peer_labels)
         rb = self.ratios("large", best["variant"], peer_labels) if best and best["variant"] != "hcpsync" else rs
         self.data["sections"]["large"]["best_hcpsync"] = best["variant"] if best else None
         if best:
@@ -807,6 +821,7 @@ class Report:
         labels = [r["variant"] for r in rows]
         peer_labels = [r["variant"] for r in rows if r["tool"] != "hcpsync"]
         rs = self.ratios("subject", "hcpsync", peer_labels)
+        self.baseline_ratios("subject", peer_labels)
         if "hcpsync --no-verify" in labels:
             self.ratios("subject", "hcpsync --no-verify", peer_labels)
         if "s5cmd" in rs:
@@ -1004,6 +1019,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--profile", action="store_true", help="also profile hcpsync (py-spy) on subject and large")
     ap.add_argument("--timeout", type=float, default=1200, help="seconds per run before it is killed")
     ap.add_argument("--out", type=Path, default=None, help="where RESULTS.md and results.json go")
+    ap.add_argument("--baseline", metavar="HCPSYNC", default=None,
+                    help="another build's hcpsync command (e.g. a worktree's .venv/bin/hcpsync): its defaults run "
+                         "as 'hcpsync (baseline)' in the same rounds of large and subject, with ratios")
     args = ap.parse_args(argv)
     if args.out is None:
         args.out = WORK / "quick" if args.quick else BENCH_DIR
