@@ -26,17 +26,19 @@ from ..errors import (
     HcpsyncError,
     NoSuchBucketError,
     NoSuchKeyError,
+    NotS3Error,
     ObjectChangedError,
     RedirectError,
     ShortReadError,
     StorageError,
     ThrottledError,
     TransientError,
+    UsageError,
 )
 
 CREDENTIALS_HINT = (
-    "HCP data needs the AWS keys ConnectomeDB issues: store them with "
-    "'aws configure --profile hcp' and pass --profile hcp"
+    "HCP data needs the AWS keys from BALSA's HCP-YA page (ConnectomeDB's links are gone): store them with "
+    "'aws configure --profile hcp', pass --profile hcp, and check them with 'hcpsync doctor --profile hcp'"
 )
 
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -147,6 +149,10 @@ def _client_error(exc: Any, bucket: str, key: str | None) -> HcpsyncError:
     meta = exc.response.get("ResponseMetadata", {}) or {}
     code = str(err.get("Code", "")) or str(meta.get("HTTPStatusCode", ""))
     status = int(meta.get("HTTPStatusCode", 0) or 0)
+    if status == 404 and code == "404" and getattr(exc, "operation_name", "") == "ListObjectsV2":
+        # botocore's stand-in code when the body held no S3 error: S3 names a listing's 404 (NoSuchBucket)
+        return NotS3Error(f"the endpoint answered 404 without an S3 error code to the listing of {where(bucket, key)}: "
+                          "it is not an S3 API; check --endpoint-url")
     if status in REDIRECTS:
         return redirect_error(status, meta.get("HTTPHeaders", {}) or {}, bucket, key)
     return translate_code(code, status, str(err.get("Message", "")), bucket, key)
@@ -165,6 +171,8 @@ EXCEPTIONS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], _
     ((bce.NoCredentialsError, bce.PartialCredentialsError), lambda e, b, k: CredentialsError(
         f"no AWS credentials found. {CREDENTIALS_HINT} (or --no-sign-request for public data)")),
     (bce.ProfileNotFound, lambda e, b, k: CredentialsError(f"{e}. {CREDENTIALS_HINT}")),
+    (bce.InvalidRegionError, lambda e, b, k: UsageError(
+        f"invalid --region {e.kwargs.get('region_name')!r}: a region name such as us-east-1 or eu-west-2")),
     (bce.NoRegionError, lambda e, b, k: CredentialsError("no AWS region configured: pass --region us-east-1")),
     ((bce.EndpointConnectionError, aiohttp.ClientConnectorError, ConnectionRefusedError), _unreachable),
     ((bce.ReadTimeoutError, bce.ConnectTimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError),
