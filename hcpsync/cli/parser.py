@@ -41,6 +41,8 @@ def add_storage_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--region", help="AWS region (default: from the profile, else us-east-1)")
     g.add_argument("--no-sign-request", action="store_true", help="send anonymous requests (public buckets)")
     g.add_argument("--request-payer", action="store_true", help="accept requester-pays charges")
+    g.add_argument("--ca-bundle", metavar="PATH", help="PEM file of CA certificates to trust (default: $AWS_CA_BUNDLE, the profile's ca_bundle)")
+    g.add_argument("--no-verify-ssl", action="store_true", help="do not verify the endpoint's TLS certificate (aws-cli's option; unsafe)")
 
 
 def add_transfer_args(p: argparse.ArgumentParser) -> None:

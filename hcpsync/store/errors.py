@@ -11,6 +11,7 @@ Nothing outside :mod:`hcpsync.store` ever sees a transport exception.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import IntEnum
@@ -21,6 +22,7 @@ from botocore import exceptions as bce
 
 from ..errors import (
     AccessDeniedError,
+    CertificateError,
     CredentialsError,
     EndpointError,
     HcpsyncError,
@@ -163,11 +165,25 @@ def _unreachable(exc: BaseException, bucket: str, key: str | None) -> HcpsyncErr
     return EndpointError(f"cannot connect to the S3 endpoint{f' {url}' if url else ''}: connection refused or unreachable")
 
 
+def _tls(exc: BaseException, bucket: str, key: str | None) -> HcpsyncError:
+    """A TLS failure: an unverifiable certificate names the options that mend it; another, the handshake."""
+    inner = exc.kwargs.get("error", exc) if isinstance(exc, bce.BotoCoreError) else exc  # aiobotocore wraps aiohttp's
+    cert = getattr(inner, "certificate_error", inner)
+    if isinstance(cert, ssl.SSLCertVerificationError):
+        return CertificateError(
+            f"the S3 endpoint's TLS certificate cannot be verified ({cert.verify_message or cert.reason}): "
+            "pass --ca-bundle PATH (or set AWS_CA_BUNDLE) with the CA that signed it, or --no-verify-ssl to skip the check"
+        )
+    why = getattr(getattr(inner, "os_error", inner), "reason", None) or type(inner).__name__
+    return CertificateError(f"the TLS handshake with the S3 endpoint failed ({why}): check the scheme of --endpoint-url")
+
+
 _Builder = Callable[[Any, str, str | None], HcpsyncError]  # (exception, bucket, key)
 
 #: exception classes -> builder, in order: the first entry the exception is an instance of wins
 EXCEPTIONS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], _Builder], ...] = (
     (bce.ClientError, _client_error),
+    ((bce.SSLError, aiohttp.ClientSSLError, ssl.SSLError), _tls),  # before the connection errors they also are
     ((bce.NoCredentialsError, bce.PartialCredentialsError), lambda e, b, k: CredentialsError(
         f"no AWS credentials found. {CREDENTIALS_HINT} (or --no-sign-request for public data)")),
     (bce.ProfileNotFound, lambda e, b, k: CredentialsError(f"{e}. {CREDENTIALS_HINT}")),

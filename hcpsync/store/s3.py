@@ -28,7 +28,7 @@ from .base import GET_BYTES_LIMIT, ObjectStore, StorageStats
 from .body import GetRequest, S3Body, SpeedFloor, check_answer
 from .errors import CREDENTIALS_HINT, REDIRECTS, map_exceptions, redirect_error, translate, translate_code, where
 from .retry import RetryPolicy
-from .s3_http import FastGetter, parse_error
+from .s3_http import FastGetter, parse_error, tls_context
 
 __all__ = [
     "CREDENTIALS_HINT",
@@ -53,6 +53,9 @@ class StorageOptions:
     region: str | None = None
     no_sign_request: bool = False
     request_payer: bool = False
+    #: a PEM file of CA certificates to trust (default: $AWS_CA_BUNDLE, the profile's ca_bundle, the usual CAs)
+    ca_bundle: str | None = None
+    verify_ssl: bool = True
 
     def resolved_endpoint(self) -> str | None:
         return self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
@@ -102,16 +105,18 @@ class S3Storage:
             # hcpsync never reads it, so keep timestamps as the raw strings
             session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
             region = opts.region or session.get_config_variable("region") or "us-east-1"
+            bundle = opts.ca_bundle or session.get_config_variable("ca_bundle")
         except bce.BotoCoreError as exc:
             raise translate(exc, "-") from exc
+        tls = tls_context(bundle, opts.verify_ssl)  # listings and GETs trust the same CAs
         self._stack = AsyncExitStack()
         try:
             self._client = await self._stack.enter_async_context(
                 session.create_client("s3", region_name=region, endpoint_url=opts.resolved_endpoint(),
-                                      config=self._client_config())
+                                      config=self._client_config(), verify=bundle if opts.verify_ssl else False)
             )
             creds = None if opts.no_sign_request else await session.get_credentials()
-            self._fast = FastGetter(self.config, opts.resolved_endpoint(), region, creds, opts.request_payer)
+            self._fast = FastGetter(self.config, opts.resolved_endpoint(), region, creds, opts.request_payer, tls)
             self._stack.push_async_callback(self._fast.close)
         except Exception as exc:
             await self._stack.aclose()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import ssl
 from typing import Any
 from urllib.parse import quote
 
@@ -21,6 +22,7 @@ from botocore.awsrequest import AWSRequest
 from yarl import URL
 
 from ..config import TransferConfig
+from ..errors import UsageError
 
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
 _ERROR_MESSAGE = re.compile(rb"<Message>([^<]{0,300})</Message>")
@@ -41,11 +43,24 @@ def parse_error(body: bytes) -> tuple[str, str]:
     return (code.group(1).decode(errors="replace") if code else "", msg.group(1).decode(errors="replace") if msg else "")
 
 
+def tls_context(ca_bundle: str | None, verify: bool) -> ssl.SSLContext | bool:
+    """aiohttp's ``ssl``: False (``--no-verify-ssl``), a context trusting ``ca_bundle``, or True (the default CAs)."""
+    if not verify:
+        return False
+    if not ca_bundle:
+        return True
+    try:
+        return ssl.create_default_context(cafile=ca_bundle)
+    except (OSError, ssl.SSLError) as exc:
+        why = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or "not a PEM file of certificates"
+        raise UsageError(f"cannot use the CA bundle {ca_bundle!r} (--ca-bundle or AWS_CA_BUNDLE): {why}") from exc
+
+
 class FastGetter:
     """Signed (or anonymous) GETs over one connection pool of ``concurrency`` connections."""
 
     def __init__(self, config: TransferConfig, endpoint: str | None, region: str, credentials: Any,
-                 request_payer: bool) -> None:
+                 request_payer: bool, tls: ssl.SSLContext | bool = True) -> None:
         self.endpoint = endpoint
         self.region = region
         self.credentials = credentials  # botocore credentials, or None for anonymous requests
@@ -53,10 +68,11 @@ class FastGetter:
         self._regions: dict[str, str] = {}  # bucket -> region learnt from a redirect
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=config.concurrency, limit_per_host=0, ttl_dns_cache=300,
-                                           keepalive_timeout=30),
+                                           keepalive_timeout=30, ssl=tls),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout),
             auto_decompress=False,
             skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
+            trust_env=True,  # HTTP(S)_PROXY and NO_PROXY, as the listings (botocore) honour them
         )
 
     async def close(self) -> None:
