@@ -116,12 +116,21 @@ def _add_demo(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
 
 
+def _add_doctor(sub: Any) -> None:
+    p = sub.add_parser("doctor", help="check credentials, clock, region, release access, TLS, proxy and free space")
+    p.add_argument("--bucket", default=DEFAULT_BUCKET, help=f"S3 bucket (default {DEFAULT_BUCKET})")
+    p.add_argument("--release", action="append", default=[], help="release prefix to check access to (repeatable; default HCP_1200 and HCP_Retest)")
+    p.add_argument("--dest", metavar="DIR", help="where you will download: checks it is writable, and its free space")
+    add_storage_args(p)
+    p.add_argument("--json", action="store_true", help="print the checks as JSON")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hcpsync", description="Fast, resumable, verified downloads of HCP data from S3.")
     parser.add_argument("--version", action="version", version=f"hcpsync {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for add in (_add_plan, _add_pull, _add_status, _add_verify, _add_packages, _add_demo):
+    for add in (_add_plan, _add_pull, _add_status, _add_verify, _add_packages, _add_demo, _add_doctor):
         add(sub)
     for command in sub.choices.values():  # so that a stray argument is reported by its command's parser
         command.set_defaults(command_parser=command)

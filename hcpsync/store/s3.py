@@ -32,6 +32,7 @@ from .s3_http import FastGetter, parse_error, tls_context
 
 __all__ = [
     "CREDENTIALS_HINT",
+    "BucketProbe",
     "S3Body",
     "S3Storage",
     "StorageOptions",
@@ -59,6 +60,14 @@ class StorageOptions:
 
     def resolved_endpoint(self) -> str | None:
         return self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
+@dataclass(frozen=True)
+class BucketProbe:
+    """What a HeadBucket answer tells ``hcpsync doctor``: the bucket's region and the server's clock."""
+
+    region: str | None  # x-amz-bucket-region (None when the endpoint does not say)
+    server_date: str | None  # the Date header, as sent
 
 
 class _NoRedirects:
@@ -96,6 +105,8 @@ class S3Storage:
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
         self._fast: FastGetter | None = None
+        self.region: str | None = None  # resolved when opened
+        self.credential_source: str | None = None  # botocore's name of where the keys came from ("env"...)
 
     async def __aenter__(self) -> S3Storage:
         opts = self.options
@@ -116,6 +127,7 @@ class S3Storage:
                                       config=self._client_config(), verify=bundle if opts.verify_ssl else False)
             )
             creds = None if opts.no_sign_request else await session.get_credentials()
+            self.region, self.credential_source = region, getattr(creds, "method", None)
             self._fast = FastGetter(self.config, opts.resolved_endpoint(), region, creds, opts.request_payer, tls)
             self._stack.push_async_callback(self._fast.close)
         except Exception as exc:
@@ -180,6 +192,14 @@ class S3Storage:
             token = _next_token(resp, bucket, prefix, seen)
             if token is None:
                 return
+
+    async def probe_bucket(self, bucket: str) -> BucketProbe:
+        """HeadBucket: the bucket's region and the server's Date (one attempt, no retries)."""
+        self.stats.requests += 1
+        with map_exceptions(bucket):
+            resp = await self._client.head_bucket(Bucket=bucket)
+        headers = (resp.get("ResponseMetadata", {}) or {}).get("HTTPHeaders", {}) or {}
+        return BucketProbe(region=headers.get("x-amz-bucket-region"), server_date=headers.get("date"))
 
     async def head(self, bucket: str, key: str) -> ObjectInfo:
         resp = await self._request(partial(self._client.head_object, Bucket=bucket, Key=key, **self._extra()), bucket, key)
