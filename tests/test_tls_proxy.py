@@ -105,3 +105,10 @@ def test_https_proxy_tunnels_every_connection(moto_url: str, bucket: str, net: N
     tunnels = [t for method, t in net.proxy_log if method == "CONNECT"]
     # every TLS connection came through the proxy: listings (botocore) and GETs (aiohttp) each open their own
     assert len(tunnels) == net.tls_connections >= 2, (net.proxy_log, net.tls_connections)
+
+
+def test_no_proxy_is_honoured_by_the_gets(moto_url: str, bucket: str, net: NetFixtures, tmp_path: Path) -> None:
+    fast_put(bucket, {KEY: DATA})
+    proxy = net.proxy()
+    assert pulled(pull(bucket, moto_url, tmp_path / "d", env={"HTTP_PROXY": proxy, "NO_PROXY": "127.0.0.1"}), tmp_path / "d")
+    assert net.proxy_log == []
