@@ -20,7 +20,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from .config import TransferConfig
-from .errors import CertificateError, HcpsyncError
+from .errors import CertificateError, CredentialsError, HcpsyncError
 from .store.s3 import CREDENTIALS_HINT, BucketProbe, S3Storage, StorageOptions
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -194,7 +194,9 @@ async def _s3_checks(opts: StorageOptions, bucket: str, releases: Sequence[str])
                       check_region(s3, bucket, probe, err)]
             return checks + [await check_release(s3, bucket, r) for r in releases]
     except HcpsyncError as err:  # the profile does not exist, an invalid region, an unreadable CA bundle
-        return [Check("credentials", "fail", str(err).partition(". HCP data")[0], _KEYS_ADVICE)]
+        if isinstance(err, CredentialsError):
+            return [Check("credentials", "fail", str(err).partition(". HCP data")[0], _KEYS_ADVICE)]
+        return [Check("setup", "fail", str(err))]
 
 
 async def run_doctor(opts: StorageOptions, bucket: str, releases: Sequence[str] = DEFAULT_RELEASES,

@@ -72,7 +72,7 @@ def test_a_bad_region_is_a_usage_error() -> None:
     line = one_line(proc)
     assert proc.returncode == 2
     assert "s3://-" not in line and "InvalidRegionError" not in line
-    assert "--region 'bad region!'" in line and "us-east-1" in line
+    assert "invalid region 'bad region!'" in line and "--region" in line and "us-east-1" in line
 
 
 def test_a_bad_bandwidth_suggests_a_rate(tmp_path: Path) -> None:

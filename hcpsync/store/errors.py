@@ -188,7 +188,8 @@ EXCEPTIONS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], _
         f"no AWS credentials found. {CREDENTIALS_HINT} (or --no-sign-request for public data)")),
     (bce.ProfileNotFound, lambda e, b, k: CredentialsError(f"{e}. {CREDENTIALS_HINT}")),
     (bce.InvalidRegionError, lambda e, b, k: UsageError(
-        f"invalid --region {e.kwargs.get('region_name')!r}: a region name such as us-east-1 or eu-west-2")),
+        f"invalid region {e.kwargs.get('region_name')!r} (from --region, AWS_DEFAULT_REGION or the profile): "
+        "a region name such as us-east-1 or eu-west-2")),
     (bce.NoRegionError, lambda e, b, k: CredentialsError("no AWS region configured: pass --region us-east-1")),
     ((bce.EndpointConnectionError, aiohttp.ClientConnectorError, ConnectionRefusedError), _unreachable),
     ((bce.ReadTimeoutError, bce.ConnectTimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError),
