@@ -82,16 +82,15 @@ def check_credentials(s3: S3Storage, opts: StorageOptions) -> Check:
     return Check("credentials", "ok", f"found in {source}{profile}")
 
 
-def check_tls(endpoint: str | None, opts: StorageOptions, err: HcpsyncError | None) -> Check:
+def check_tls(s3: S3Storage, endpoint: str | None, err: HcpsyncError | None) -> Check:
     if endpoint is not None and urlsplit(endpoint).scheme == "http":
         return Check("tls", "warn", f"{endpoint} is plain HTTP: no TLS")
     if isinstance(err, CertificateError):
         return Check("tls", "fail", str(err).partition(": pass")[0], "pass --ca-bundle PATH (or set AWS_CA_BUNDLE), "
                      "or --no-verify-ssl")
-    if not opts.verify_ssl:
+    if not s3.options.verify_ssl:
         return Check("tls", "warn", "the certificate is not verified (--no-verify-ssl)", "drop --no-verify-ssl")
-    bundle = opts.ca_bundle or os.environ.get("AWS_CA_BUNDLE")
-    trusted = f"the CA bundle {bundle}" if bundle else "the default CAs"
+    trusted = f"the CA bundle {s3.ca_bundle}" if s3.ca_bundle else "the default CAs"
     return Check("tls", "skip" if err else "ok", f"certificate verified against {trusted}" if not err else "not reached")
 
 
@@ -190,7 +189,7 @@ async def _s3_checks(opts: StorageOptions, bucket: str, releases: Sequence[str])
             if creds.status == "fail":
                 return [creds]
             probe, err = await _probe(s3, bucket)
-            checks = [creds, check_tls(opts.resolved_endpoint(), opts, err), check_clock(probe),
+            checks = [creds, check_tls(s3, opts.resolved_endpoint(), err), check_clock(probe),
                       check_region(s3, bucket, probe, err)]
             return checks + [await check_release(s3, bucket, r) for r in releases]
     except HcpsyncError as err:  # the profile does not exist, an invalid region, an unreadable CA bundle

@@ -76,7 +76,8 @@ class NotS3Error(StorageError):
 
 
 class CertificateError(StorageError):
-    """The endpoint's TLS certificate could not be verified: not worth another try."""
+    """The TLS handshake with the endpoint failed, most often its certificate could not be verified
+    (``--ca-bundle``, ``--no-verify-ssl``): another try would not mend it."""
 
     exit_code = 2
 

@@ -183,7 +183,8 @@ _Builder = Callable[[Any, str, str | None], HcpsyncError]  # (exception, bucket,
 #: exception classes -> builder, in order: the first entry the exception is an instance of wins
 EXCEPTIONS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], _Builder], ...] = (
     (bce.ClientError, _client_error),
-    ((bce.SSLError, aiohttp.ClientSSLError, ssl.SSLError), _tls),  # before the connection errors they also are
+    # before the connection errors they also are; a TLS error mid-body stays a (retried) connection error
+    ((bce.SSLError, aiohttp.ClientSSLError, ssl.SSLCertVerificationError), _tls),
     ((bce.NoCredentialsError, bce.PartialCredentialsError), lambda e, b, k: CredentialsError(
         f"no AWS credentials found. {CREDENTIALS_HINT} (or --no-sign-request for public data)")),
     (bce.ProfileNotFound, lambda e, b, k: CredentialsError(f"{e}. {CREDENTIALS_HINT}")),

@@ -107,6 +107,7 @@ class S3Storage:
         self._fast: FastGetter | None = None
         self.region: str | None = None  # resolved when opened
         self.credential_source: str | None = None  # botocore's name of where the keys came from ("env"...)
+        self.ca_bundle: str | None = None  # the CA bundle in use (--ca-bundle, AWS_CA_BUNDLE, the profile's)
 
     async def __aenter__(self) -> S3Storage:
         opts = self.options
@@ -120,6 +121,7 @@ class S3Storage:
         except bce.BotoCoreError as exc:
             raise translate(exc, "-") from exc
         tls = tls_context(bundle, opts.verify_ssl)  # listings and GETs trust the same CAs
+        self.ca_bundle = bundle
         self._stack = AsyncExitStack()
         try:
             self._client = await self._stack.enter_async_context(
