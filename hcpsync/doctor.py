@@ -20,7 +20,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from .config import TransferConfig
-from .errors import CertificateError, CredentialsError, HcpsyncError
+from .errors import AccessDeniedError, CertificateError, CredentialsError, HcpsyncError
 from .store.s3 import CREDENTIALS_HINT, BucketProbe, S3Storage, StorageOptions
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -113,6 +113,8 @@ def check_clock(probe: BucketProbe | None) -> Check:
 
 
 def check_region(s3: S3Storage, bucket: str, probe: BucketProbe | None, err: HcpsyncError | None) -> Check:
+    if isinstance(err, AccessDeniedError):  # keys may be allowed the release prefixes only: those checks tell
+        return Check("region", "skip", f"HeadBucket on s3://{bucket} denied; using {s3.region}")
     if probe is None:
         return Check("region", "fail", f"cannot reach s3://{bucket}: {str(err).partition(': HCP data')[0]}")
     if probe.region is None:
