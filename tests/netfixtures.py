@@ -10,7 +10,9 @@ import ipaddress
 import re
 import ssl
 import threading
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -76,9 +78,10 @@ class NetFixtures:
         self.thread.start()
         self.tls_connections = 0
         self.proxy_log: list[tuple[str, str]] = []  # (method, target) of every request the proxy carried
+        self._servers: list[asyncio.AbstractServer] = []
 
-    def _call(self, coro: object) -> str:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)  # type: ignore[arg-type]
+    def _call(self, coro: Coroutine[Any, Any, str]) -> str:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
 
     def tls_front(self, upstream_url: str, cert: Path, key: Path) -> str:
         """An https:// URL whose connections are decrypted and piped to ``upstream_url`` (http)."""
@@ -92,6 +95,7 @@ class NetFixtures:
 
         async def start() -> str:
             server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ctx)
+            self._servers.append(server)
             return f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}"
 
         return self._call(start())
@@ -117,10 +121,21 @@ class NetFixtures:
 
         async def start() -> str:
             server = await asyncio.start_server(handle, "127.0.0.1", 0)
+            self._servers.append(server)
             return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
 
         return self._call(start())
 
     def stop(self) -> None:
+        async def shutdown() -> None:
+            for server in self._servers:
+                server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+        self.loop.close()
