@@ -7,8 +7,7 @@ from .errors import HcpsyncError
 from .models import Plan, PlannedObject, PullReport, Selection
 from .store.s3 import StorageOptions
 from .verify import VerifyReport, verify_tree
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "HcpsyncError",

@@ -96,11 +96,11 @@ _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECAS
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
-def parse_size(text: str, what: str = "size") -> int:
+def parse_size(text: str, what: str = "size", example: str = "8MiB") -> int:
     """Parse ``8MiB``, ``8M``, ``8MB``, ``512k`` or ``1048576`` into bytes (binary units)."""
     m = _SIZE_RE.match(text)
     if not m:
-        raise UsageError(f"invalid {what} {text!r}: use a number with an optional unit, e.g. 8MiB")
+        raise UsageError(f"invalid {what} {text!r}: use a number with an optional unit, e.g. {example}")
     number, unit = float(m.group(1)), m.group(2).lower()
     value = int(number * _UNITS[unit])
     if value <= 0:
@@ -118,5 +118,5 @@ def parse_rate(text: str) -> int:
     bits = lowered.endswith("bit")
     if bits:
         t = t[:-3]
-    value = parse_size(t, "bandwidth")
+    value = parse_size(t, "bandwidth", "200MB/s or 1Gbit/s")
     return value // 8 if bits else value

@@ -69,6 +69,19 @@ class EndpointError(StorageError):
     retryable = True
 
 
+class NotS3Error(StorageError):
+    """The endpoint answered, but not as an S3 API does (a 404 without an S3 error code): a wrong --endpoint-url."""
+
+    exit_code = 2
+
+
+class CertificateError(StorageError):
+    """The TLS handshake with the endpoint failed, most often its certificate could not be verified
+    (``--ca-bundle``, ``--no-verify-ssl``): another try would not mend it."""
+
+    exit_code = 2
+
+
 class ThrottledError(StorageError):
     """S3 asked us to slow down (503 SlowDown)."""
 

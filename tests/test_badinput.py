@@ -206,7 +206,7 @@ def test_credentials_and_endpoints(moto_url: str, bucket: str, tmp_path: Path) -
     for name, case in cases.items():
         check(name, case, outcomes[name])
     assert "--no-sign-request" in outcomes["no-credentials-pull"].stderr
-    assert "ConnectomeDB" in outcomes["profile-missing"].stderr
+    assert "BALSA" in outcomes["profile-missing"].stderr
     assert not any(tmp_path.rglob("a.nii.gz"))
 
 

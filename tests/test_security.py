@@ -256,7 +256,7 @@ def test_credentials_never_appear_in_output(
         assert r.stdout == "", (name, r.stdout)
         assert secrets_in(r.stdout + r.stderr, secrets) == [], (name, r.stdout, r.stderr)
     for name in ("denied-pull", "denied-plan", "wrong-secret", "bad-token", "unknown-key"):  # the way out, each time
-        assert "ConnectomeDB" in results[name].stderr and "--profile hcp" in results[name].stderr, name
+        assert "BALSA" in results[name].stderr and "--profile hcp" in results[name].stderr, name
     assert "access denied" in results["denied-pull"].stderr and "access denied" in results["denied-plan"].stderr
     assert "SignatureDoesNotMatch" in results["wrong-secret"].stderr
     assert "session token" in results["bad-token"].stderr

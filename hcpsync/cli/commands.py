@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .. import api
+from ..doctor import DEFAULT_RELEASES, run_doctor
 from ..engine.progress import ProgressEvent, TqdmBar, want_bar
 from ..errors import UsageError
 from ..journal import open_journal_if_any, status_of
@@ -87,6 +88,12 @@ async def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
+async def cmd_doctor(args: argparse.Namespace) -> int:
+    report = await run_doctor(storage_from(args), args.bucket, args.release or DEFAULT_RELEASES, args.dest)
+    render(report, args.json)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
 async def cmd_packages(args: argparse.Namespace) -> int:
     rep = await list_packages(args.subject, bucket=args.bucket, release=args.release, storage=storage_from(args))
     render(rep, args.json)
@@ -100,4 +107,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
     "packages": cmd_packages,
     "status": cmd_status,
     "demo": cmd_demo,
+    "doctor": cmd_doctor,
 }

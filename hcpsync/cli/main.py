@@ -19,7 +19,7 @@ from ..errors import HcpsyncError
 from ..text import say
 from .codes import EXIT_INTERNAL, EXIT_PIPE, EXIT_SIGINT, EXIT_SIGTERM
 from .commands import COMMANDS
-from .parser import build_parser
+from .parser import build_parser, parse
 
 
 async def _run_with_signals(coro: Awaitable[int]) -> int:
@@ -54,7 +54,7 @@ async def _run_with_signals(coro: Awaitable[int]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     try:
         code = _run(args)
         sys.stdout.flush()  # a reader gone away shows here, not in the interpreter's final flush

@@ -46,6 +46,7 @@ def storage_from(args: argparse.Namespace) -> StorageOptions:
     return StorageOptions(
         endpoint_url=args.endpoint_url, profile=args.profile, region=args.region,
         no_sign_request=args.no_sign_request, request_payer=args.request_payer,
+        ca_bundle=args.ca_bundle, verify_ssl=not args.no_verify_ssl,
     )
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from ..config import TransferConfig
 from ..models import DEFAULT_BUCKET, DEFAULT_RELEASE
 from ..text import escape
+from ..version import __version__
 from .codes import EXIT_USAGE
 
 
@@ -35,10 +37,12 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
 def add_storage_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("S3 access")
     g.add_argument("--endpoint-url", help="S3 endpoint (default: AWS, or $AWS_ENDPOINT_URL)")
-    g.add_argument("--profile", help="AWS profile holding your ConnectomeDB keys, e.g. hcp")
+    g.add_argument("--profile", help="AWS profile holding your HCP keys (from BALSA's HCP-YA page), e.g. hcp")
     g.add_argument("--region", help="AWS region (default: from the profile, else us-east-1)")
     g.add_argument("--no-sign-request", action="store_true", help="send anonymous requests (public buckets)")
     g.add_argument("--request-payer", action="store_true", help="accept requester-pays charges")
+    g.add_argument("--ca-bundle", metavar="PATH", help="PEM file of CA certificates to trust (default: $AWS_CA_BUNDLE, the profile's ca_bundle)")
+    g.add_argument("--no-verify-ssl", action="store_true", help="do not verify the endpoint's TLS certificate (aws-cli's option; unsafe)")
 
 
 def add_transfer_args(p: argparse.ArgumentParser) -> None:
@@ -112,11 +116,30 @@ def _add_demo(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
 
 
+def _add_doctor(sub: Any) -> None:
+    p = sub.add_parser("doctor", help="check credentials, clock, region, release access, TLS, proxy and free space")
+    p.add_argument("--bucket", default=DEFAULT_BUCKET, help=f"S3 bucket (default {DEFAULT_BUCKET})")
+    p.add_argument("--release", action="append", default=[], help="release prefix to check access to (repeatable; default HCP_1200 and HCP_Retest)")
+    p.add_argument("--dest", metavar="DIR", help="where you will download: checks it is writable, and its free space")
+    add_storage_args(p)
+    p.add_argument("--json", action="store_true", help="print the checks as JSON")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hcpsync", description="Fast, resumable, verified downloads of HCP data from S3.")
-    parser.add_argument("--version", action="version", version=f"hcpsync {__import__('hcpsync').__version__}")
+    parser.add_argument("--version", action="version", version=f"hcpsync {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for add in (_add_plan, _add_pull, _add_status, _add_verify, _add_packages, _add_demo):
+    for add in (_add_plan, _add_pull, _add_status, _add_verify, _add_packages, _add_demo, _add_doctor):
         add(sub)
+    for command in sub.choices.values():  # so that a stray argument is reported by its command's parser
+        command.set_defaults(command_parser=command)
     return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, but a stray argument points at the subcommand's ``--help``, not hcpsync's."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args

@@ -12,13 +12,14 @@ from collections.abc import Iterator
 from functools import singledispatch
 from typing import TextIO
 
+from ..doctor import DoctorReport
 from ..journal import JournalStatus
 from ..models import Plan, PullReport
 from ..text import say
 from ..verify.packages import PackagesReport
 from ..verify.tree import VerifyReport
 
-Result = Plan | PullReport | VerifyReport | JournalStatus | PackagesReport
+Result = Plan | PullReport | VerifyReport | JournalStatus | PackagesReport | DoctorReport
 
 
 def human(n: float) -> str:
@@ -123,3 +124,9 @@ def _packages(rep: PackagesReport) -> Iterator[str]:
         yield f"{p.subject}  {p.name:<40} {p.files:>7} files  {human(p.bytes):>11}{unsized}"
     for problem in rep.problems:
         yield f"  problem: {problem}"
+
+
+@text_lines.register
+def _doctor(rep: DoctorReport) -> Iterator[str]:
+    for c in rep.checks:
+        yield f"{c.status.upper():<5} {c.name:<20} {c.detail}{f' -> {c.advice}' if c.advice else ''}"

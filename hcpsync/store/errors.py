@@ -11,6 +11,7 @@ Nothing outside :mod:`hcpsync.store` ever sees a transport exception.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import IntEnum
@@ -21,22 +22,25 @@ from botocore import exceptions as bce
 
 from ..errors import (
     AccessDeniedError,
+    CertificateError,
     CredentialsError,
     EndpointError,
     HcpsyncError,
     NoSuchBucketError,
     NoSuchKeyError,
+    NotS3Error,
     ObjectChangedError,
     RedirectError,
     ShortReadError,
     StorageError,
     ThrottledError,
     TransientError,
+    UsageError,
 )
 
 CREDENTIALS_HINT = (
-    "HCP data needs the AWS keys ConnectomeDB issues: store them with "
-    "'aws configure --profile hcp' and pass --profile hcp"
+    "HCP data needs the AWS keys from BALSA's HCP-YA page (ConnectomeDB's links are gone): store them with "
+    "'aws configure --profile hcp', pass --profile hcp, and check them with 'hcpsync doctor --profile hcp'"
 )
 
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -147,6 +151,10 @@ def _client_error(exc: Any, bucket: str, key: str | None) -> HcpsyncError:
     meta = exc.response.get("ResponseMetadata", {}) or {}
     code = str(err.get("Code", "")) or str(meta.get("HTTPStatusCode", ""))
     status = int(meta.get("HTTPStatusCode", 0) or 0)
+    if status == 404 and code == "404" and getattr(exc, "operation_name", "") == "ListObjectsV2":
+        # botocore's stand-in code when the body held no S3 error: S3 names a listing's 404 (NoSuchBucket)
+        return NotS3Error(f"the endpoint answered 404 without an S3 error code to the listing of {where(bucket, key)}: "
+                          "it is not an S3 API; check --endpoint-url")
     if status in REDIRECTS:
         return redirect_error(status, meta.get("HTTPHeaders", {}) or {}, bucket, key)
     return translate_code(code, status, str(err.get("Message", "")), bucket, key)
@@ -157,14 +165,32 @@ def _unreachable(exc: BaseException, bucket: str, key: str | None) -> HcpsyncErr
     return EndpointError(f"cannot connect to the S3 endpoint{f' {url}' if url else ''}: connection refused or unreachable")
 
 
+def _tls(exc: BaseException, bucket: str, key: str | None) -> HcpsyncError:
+    """A TLS failure: an unverifiable certificate names the options that mend it; another, the handshake."""
+    inner = exc.kwargs.get("error", exc) if isinstance(exc, bce.BotoCoreError) else exc  # aiobotocore wraps aiohttp's
+    cert = getattr(inner, "certificate_error", inner)
+    if isinstance(cert, ssl.SSLCertVerificationError):
+        return CertificateError(
+            f"the S3 endpoint's TLS certificate cannot be verified ({cert.verify_message or cert.reason}): "
+            "pass --ca-bundle PATH (or set AWS_CA_BUNDLE) with the CA that signed it, or --no-verify-ssl to skip the check"
+        )
+    why = getattr(getattr(inner, "os_error", inner), "reason", None) or type(inner).__name__
+    return CertificateError(f"the TLS handshake with the S3 endpoint failed ({why}): check the scheme of --endpoint-url")
+
+
 _Builder = Callable[[Any, str, str | None], HcpsyncError]  # (exception, bucket, key)
 
 #: exception classes -> builder, in order: the first entry the exception is an instance of wins
 EXCEPTIONS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], _Builder], ...] = (
     (bce.ClientError, _client_error),
+    # before the connection errors they also are; a TLS error mid-body stays a (retried) connection error
+    ((bce.SSLError, aiohttp.ClientSSLError, ssl.SSLCertVerificationError), _tls),
     ((bce.NoCredentialsError, bce.PartialCredentialsError), lambda e, b, k: CredentialsError(
         f"no AWS credentials found. {CREDENTIALS_HINT} (or --no-sign-request for public data)")),
     (bce.ProfileNotFound, lambda e, b, k: CredentialsError(f"{e}. {CREDENTIALS_HINT}")),
+    (bce.InvalidRegionError, lambda e, b, k: UsageError(
+        f"invalid region {e.kwargs.get('region_name')!r} (from --region, AWS_DEFAULT_REGION or the profile): "
+        "a region name such as us-east-1 or eu-west-2")),
     (bce.NoRegionError, lambda e, b, k: CredentialsError("no AWS region configured: pass --region us-east-1")),
     ((bce.EndpointConnectionError, aiohttp.ClientConnectorError, ConnectionRefusedError), _unreachable),
     ((bce.ReadTimeoutError, bce.ConnectTimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError),

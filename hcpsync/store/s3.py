@@ -28,10 +28,11 @@ from .base import GET_BYTES_LIMIT, ObjectStore, StorageStats
 from .body import GetRequest, S3Body, SpeedFloor, check_answer
 from .errors import CREDENTIALS_HINT, REDIRECTS, map_exceptions, redirect_error, translate, translate_code, where
 from .retry import RetryPolicy
-from .s3_http import FastGetter, parse_error
+from .s3_http import FastGetter, parse_error, tls_context
 
 __all__ = [
     "CREDENTIALS_HINT",
+    "BucketProbe",
     "S3Body",
     "S3Storage",
     "StorageOptions",
@@ -53,9 +54,20 @@ class StorageOptions:
     region: str | None = None
     no_sign_request: bool = False
     request_payer: bool = False
+    #: a PEM file of CA certificates to trust (default: $AWS_CA_BUNDLE, the profile's ca_bundle, the usual CAs)
+    ca_bundle: str | None = None
+    verify_ssl: bool = True
 
     def resolved_endpoint(self) -> str | None:
         return self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
+@dataclass(frozen=True)
+class BucketProbe:
+    """What a HeadBucket answer tells ``hcpsync doctor``: the bucket's region and the server's clock."""
+
+    region: str | None  # x-amz-bucket-region (None when the endpoint does not say)
+    server_date: str | None  # the Date header, as sent
 
 
 class _NoRedirects:
@@ -93,6 +105,9 @@ class S3Storage:
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
         self._fast: FastGetter | None = None
+        self.region: str | None = None  # resolved when opened
+        self.credential_source: str | None = None  # botocore's name of where the keys came from ("env"...)
+        self.ca_bundle: str | None = None  # the CA bundle in use (--ca-bundle, AWS_CA_BUNDLE, the profile's)
 
     async def __aenter__(self) -> S3Storage:
         opts = self.options
@@ -102,16 +117,20 @@ class S3Storage:
             # hcpsync never reads it, so keep timestamps as the raw strings
             session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
             region = opts.region or session.get_config_variable("region") or "us-east-1"
+            bundle = opts.ca_bundle or session.get_config_variable("ca_bundle")
         except bce.BotoCoreError as exc:
             raise translate(exc, "-") from exc
+        tls = tls_context(bundle, opts.verify_ssl)  # listings and GETs trust the same CAs
+        self.ca_bundle = bundle
         self._stack = AsyncExitStack()
         try:
             self._client = await self._stack.enter_async_context(
                 session.create_client("s3", region_name=region, endpoint_url=opts.resolved_endpoint(),
-                                      config=self._client_config())
+                                      config=self._client_config(), verify=bundle if opts.verify_ssl else False)
             )
             creds = None if opts.no_sign_request else await session.get_credentials()
-            self._fast = FastGetter(self.config, opts.resolved_endpoint(), region, creds, opts.request_payer)
+            self.region, self.credential_source = region, getattr(creds, "method", None)
+            self._fast = FastGetter(self.config, opts.resolved_endpoint(), region, creds, opts.request_payer, tls)
             self._stack.push_async_callback(self._fast.close)
         except Exception as exc:
             await self._stack.aclose()
@@ -175,6 +194,14 @@ class S3Storage:
             token = _next_token(resp, bucket, prefix, seen)
             if token is None:
                 return
+
+    async def probe_bucket(self, bucket: str) -> BucketProbe:
+        """HeadBucket: the bucket's region and the server's Date (one attempt, no retries)."""
+        self.stats.requests += 1
+        with map_exceptions(bucket):
+            resp = await self._client.head_bucket(Bucket=bucket)
+        headers = (resp.get("ResponseMetadata", {}) or {}).get("HTTPHeaders", {}) or {}
+        return BucketProbe(region=headers.get("x-amz-bucket-region"), server_date=headers.get("date"))
 
     async def head(self, bucket: str, key: str) -> ObjectInfo:
         resp = await self._request(partial(self._client.head_object, Bucket=bucket, Key=key, **self._extra()), bucket, key)

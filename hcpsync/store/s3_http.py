@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import inspect
 import re
+import ssl
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from yarl import URL
 
 from ..config import TransferConfig
+from ..errors import UsageError
 
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
 _ERROR_MESSAGE = re.compile(rb"<Message>([^<]{0,300})</Message>")
@@ -41,19 +44,33 @@ def parse_error(body: bytes) -> tuple[str, str]:
     return (code.group(1).decode(errors="replace") if code else "", msg.group(1).decode(errors="replace") if msg else "")
 
 
+def tls_context(ca_bundle: str | None, verify: bool) -> ssl.SSLContext | bool:
+    """aiohttp's ``ssl``: False (``--no-verify-ssl``), a context trusting ``ca_bundle``, or True (the default CAs)."""
+    if not verify:
+        return False
+    if not ca_bundle:
+        return True
+    try:
+        return ssl.create_default_context(cafile=ca_bundle)
+    except (OSError, ssl.SSLError) as exc:
+        why = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or "not a PEM file of certificates"
+        raise UsageError(f"cannot use the CA bundle {ca_bundle!r} (--ca-bundle or AWS_CA_BUNDLE): {why}") from exc
+
+
 class FastGetter:
     """Signed (or anonymous) GETs over one connection pool of ``concurrency`` connections."""
 
     def __init__(self, config: TransferConfig, endpoint: str | None, region: str, credentials: Any,
-                 request_payer: bool) -> None:
+                 request_payer: bool, tls: ssl.SSLContext | bool = True) -> None:
         self.endpoint = endpoint
         self.region = region
         self.credentials = credentials  # botocore credentials, or None for anonymous requests
         self.request_payer = request_payer
         self._regions: dict[str, str] = {}  # bucket -> region learnt from a redirect
+        self._proxies: dict[str, tuple[URL | None, aiohttp.BasicAuth | None]] = {}  # origin -> its proxy
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=config.concurrency, limit_per_host=0, ttl_dns_cache=300,
-                                           keepalive_timeout=30),
+                                           keepalive_timeout=30, ssl=tls),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout),
             auto_decompress=False,
             skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
@@ -75,6 +92,17 @@ class FastGetter:
         S3SigV4Auth(frozen, "s3", region).add_auth(req)
         return dict(req.headers.items())
 
+    def _proxy(self, url: URL) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+        """The proxy HTTP(S)_PROXY / NO_PROXY give for ``url``'s origin, looked up once per origin (as botocore
+        does for the listings; aiohttp's ``trust_env`` would look on every request, and add ~/.netrc logins)."""
+        origin = f"{url.scheme}://{url.host}:{url.port}"
+        if origin not in self._proxies:
+            try:
+                self._proxies[origin] = get_env_proxy_for_url(url)
+            except LookupError:
+                self._proxies[origin] = (None, None)
+        return self._proxies[origin]
+
     async def get(self, bucket: str, key: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
         """Send the GET; the caller reads and closes the response.  Raises aiohttp errors as they come.
 
@@ -87,7 +115,9 @@ class FastGetter:
             signed = await self._headers(url, headers, region)
             # encoded=True: send the very path that was signed (yarl would re-quote it: '%3D' -> '=',
             # ';' left bare...), or S3 refuses the signature and servers may cut the key at ';'
-            resp = await self._session.get(URL(url, encoded=True), headers=signed, allow_redirects=False)
+            target = URL(url, encoded=True)
+            proxy, proxy_auth = self._proxy(target)
+            resp = await self._session.get(target, headers=signed, allow_redirects=False, proxy=proxy, proxy_auth=proxy_auth)
             moved = resp.headers.get("x-amz-bucket-region")
             if self.endpoint is None and resp.status in (301, 307, 400) and moved and moved != region:
                 resp.close()
