@@ -38,7 +38,7 @@ def selection_from(args: argparse.Namespace, subjects: Sequence[str] | None = No
     """The selection the arguments describe (``subjects`` instead of the arguments' own, if given)."""
     return Selection(
         subjects=tuple(subjects_from(args) if subjects is None else subjects), bucket=args.bucket, release=args.release,
-        paths=tuple(args.path), includes=tuple(args.include), excludes=tuple(args.exclude), packages=tuple(args.package),
+        paths=tuple(args.path), filters=tuple(args.filters), packages=tuple(args.package),
     )
 
 

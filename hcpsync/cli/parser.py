@@ -16,6 +16,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, escape(f"hcpsync: error: {message} (see '{self.prog} --help')") + "\n")
 
 
+class _Filter(argparse.Action):
+    """``--include`` / ``--exclude`` into one ordered list of (kind, glob): order decides, as in aws-cli."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest, None) or []), (self.const, values)])
+
+
+_FILTER_HELP = (
+    "; filters apply in order, the last one matching a key decides, as in aws-cli "
+    "(--exclude '*' --include '*.nii.gz'); with any --include, keys matching none are dropped. "
+    "GLOB ('*' matches '/' too) is matched against the key relative to the subject folder when its first "
+    "segment is a plain name (T1w/*, like --path), the full key when it starts with the release "
+    "(HCP_1200/100307/*), else the key relative to the release (100307/T1w/*, *.nii.gz)"
+)
+
+
 def _add_source_args(g: Any, release_help: str, **subject: Any) -> None:
     g.add_argument("--bucket", default=DEFAULT_BUCKET, help=f"S3 bucket (default {DEFAULT_BUCKET})")
     g.add_argument("--release", default=DEFAULT_RELEASE, help=f"release key prefix{release_help} (default {DEFAULT_RELEASE})")
@@ -27,8 +44,8 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
     _add_source_args(g, ": HCP_1200, HCP_Retest, q1...")
     g.add_argument("--subjects-file", metavar="FILE", help="file of subject IDs, one a line ('#' comments allowed)")
     g.add_argument("--path", action="append", default=[], metavar="P", help="path inside the subject folder, e.g. T1w or MNINonLinear/Results/tfMRI_MOTOR_LR (repeatable)")
-    g.add_argument("--include", action="append", default=[], metavar="GLOB", help="keep only keys (relative to the release) matching GLOB (repeatable)")
-    g.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="drop keys matching GLOB (repeatable)")
+    g.add_argument("--include", action=_Filter, dest="filters", const="include", default=[], metavar="GLOB", help="keep keys matching GLOB (repeatable)" + _FILTER_HELP)
+    g.add_argument("--exclude", action=_Filter, dest="filters", const="exclude", default=[], metavar="GLOB", help="drop keys matching GLOB (repeatable; see --include)")
     g.add_argument("--package", action="append", default=[], metavar="NAME", help="HCP package, e.g. 3T_tfMRI_MOTOR_preproc (repeatable)")
 
 

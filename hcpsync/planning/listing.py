@@ -9,7 +9,7 @@ from ..errors import SelectionError, UnsafePathError
 from ..models import ObjectInfo, Plan, PlannedObject, Rejected, Selection
 from ..paths import check_relpath, fold_name
 from ..store import ObjectStore
-from .select import glob_filter, minimal_paths, under_path
+from .select import compile_filters, glob_filter, minimal_paths, rules_filter, under_path
 
 __all__ = ["LIST_CONCURRENCY", "build_plan", "glob_filter", "minimal_paths", "under_path"]
 
@@ -111,6 +111,7 @@ def _filter(
     objects: list[PlannedObject] = []
     rejected: list[Rejected] = []
     seen: set[str] = set()
+    rules = compile_filters(selection)
     for r in listed:
         allowed = restrict.get(r.subject) if restrict is not None else None
         for o in r.objects:
@@ -122,7 +123,7 @@ def _filter(
                 continue  # a "folder" marker object, as the S3 console creates
             if allowed is not None and rel not in allowed:
                 continue
-            if not glob_filter(rel, selection.includes, selection.excludes):
+            if not rules_filter(rel, rules, selection.release):
                 continue
             try:
                 check_relpath(rel)

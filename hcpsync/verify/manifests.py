@@ -199,7 +199,7 @@ async def fetch_manifests_for_plan(storage: ObjectStore, plan: Plan) -> Manifest
     listed whole subject folders, so the manifests' keys are known from the plan."""
     sel = plan.selection
     listed: dict[str, list[ObjectInfo]] | None = None
-    if not (sel.paths or sel.includes or sel.excludes or sel.packages):
+    if not (sel.paths or sel.rules() or sel.packages):
         listed = {s: [] for s in sel.subjects}
         for o in plan.objects:
             if o.subject in listed and is_manifest_key(o.key):
