@@ -85,7 +85,7 @@ class Selection:
         if not _BUCKET_RE.match(self.bucket):
             raise SelectionError(f"invalid bucket name {self.bucket!r}")
         release = self.release.strip("/")
-        if not _RELEASE_RE.match(release) or ".." in release.split("/"):
+        if release and (not _RELEASE_RE.match(release) or ".." in release.split("/")):
             raise SelectionError(f"invalid release {self.release!r}: expected a key prefix such as HCP_1200")
         object.__setattr__(self, "release", release)
         object.__setattr__(self, "paths", tuple(dict.fromkeys(_clean_rel(p, "--path") for p in self.paths)))
@@ -98,8 +98,17 @@ class Selection:
         """Every filter in the order it applies: ``includes``, ``excludes``, then ``filters``."""
         return (*(("include", g) for g in self.includes), *(("exclude", g) for g in self.excludes), *self.filters)
 
+    @property
+    def release_prefix(self) -> str:
+        """``HCP_1200/``; empty when the release is the bucket's top (subjects are top-level folders)."""
+        return f"{self.release}/" if self.release else ""
+
+    @property
+    def release_uri(self) -> str:
+        return f"s3://{self.bucket}/{self.release_prefix}"
+
     def subject_prefix(self, subject: str) -> str:
-        return f"{self.release}/{subject}/"
+        return f"{self.release_prefix}{subject}/"
 
     def to_json(self) -> dict[str, object]:
         return {

@@ -15,7 +15,7 @@ from ..journal import open_journal_if_any, status_of
 from ..verify import list_packages, verify_tree
 from ..verify.tree import check_dest, discover_subjects
 from .codes import EXIT_FAILED, EXIT_OK
-from .options import config_from, journal_from, selection_from, storage_from, subjects_from
+from .options import config_from, dest_from, journal_from, selection_from, storage_from, subjects_from
 from .render import render
 
 
@@ -38,9 +38,9 @@ async def cmd_plan(args: argparse.Namespace) -> int:
 
 async def cmd_pull(args: argparse.Namespace) -> int:
     sel, cfg, opts = selection_from(args), config_from(args), storage_from(args)
-    journal = journal_from(args)
+    journal, dest = journal_from(args), dest_from(args)
     with progress_bar(args) as bar:
-        report = await api.pull(sel, args.dest, config=cfg, storage=opts, progress=bar,
+        report = await api.pull(sel, dest, config=cfg, storage=opts, progress=bar,
                                 journal=journal, reset_journal=args.reset_journal, verify=not args.no_verify)
     render(report, args.json)
     return EXIT_OK if report.ok else EXIT_FAILED

@@ -15,6 +15,24 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, escape(f"hcpsync: error: {message} (see '{self.prog} --help')") + "\n")
 
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+        """As argparse, but operands after options (``pull s3://b/p/ --no-sign-request DEST``) fill the
+        positionals left empty, as aws-cli allows."""
+        ns, extras = self.parse_known_args(args, namespace)
+        for extra in extras:
+            slot = next((n for n in _OPERANDS if getattr(ns, n, "") is None), None)
+            if extra.startswith("-") or slot is None:
+                self.error(f"unrecognized arguments: {' '.join(extras)}")
+            setattr(ns, slot, extra)
+        return ns
+
+
+#: the positionals (``nargs="?"``) that operands given after options may fill, in order
+_OPERANDS = ("source", "dest_dir")
+_SOURCE_HELP = ("an S3 folder, as aws-cli takes it: s3://hcp-openaccess/HCP_1200/100307/T1w/ (release, subject, "
+                "path) or any prefix, s3://openneuro.org/ds000001/ (the last segment is the subject folder); "
+                "instead of --bucket/--release/--subject/--path")
+
 
 class _Filter(argparse.Action):
     """``--include`` / ``--exclude`` into one ordered list of (kind, glob): order decides, as in aws-cli."""
@@ -39,7 +57,9 @@ def _add_source_args(g: Any, release_help: str, **subject: Any) -> None:
     g.add_argument("--subject", action="append", default=[], metavar="ID", help="subject ID (repeatable)", **subject)
 
 
-def add_selection_args(p: argparse.ArgumentParser) -> None:
+def add_selection_args(p: argparse.ArgumentParser, source: bool = False) -> None:
+    if source:
+        p.add_argument("source", nargs="?", metavar="s3://BUCKET/PREFIX/", help=_SOURCE_HELP)
     g = p.add_argument_group("selection")
     _add_source_args(g, ": HCP_1200, HCP_Retest, q1...")
     g.add_argument("--subjects-file", metavar="FILE", help="file of subject IDs, one a line ('#' comments allowed)")
@@ -76,15 +96,16 @@ _JOURNAL_HELP = "journal file (default DIR/.hcpsync/journal.sqlite)"
 
 def _add_plan(sub: Any) -> None:
     p = sub.add_parser("plan", help="list what a selection covers (files, bytes, per subject)")
-    add_selection_args(p)
+    add_selection_args(p, source=True)
     add_storage_args(p)
     p.add_argument("--json", action="store_true", help="print the plan, with every object, as JSON")
 
 
 def _add_pull(sub: Any) -> None:
     p = sub.add_parser("pull", help="download a selection")
-    add_selection_args(p)
-    p.add_argument("--dest", required=True, metavar="DIR", help="local folder: keys land at DIR/<key minus release prefix>")
+    add_selection_args(p, source=True)
+    p.add_argument("dest_dir", nargs="?", metavar="DEST", help="local folder, as --dest")
+    p.add_argument("--dest", metavar="DIR", help="local folder: keys land at DIR/<key minus release prefix>")
     add_transfer_args(p)
     add_storage_args(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")

@@ -56,7 +56,7 @@ async def build_plan(
     objects, collisions = _drop_collisions(objects)
     rejected.extend(collisions)
     if not objects and not rejected:
-        where = f"s3://{selection.bucket}/{selection.release}/"
+        where = selection.release_uri
         raise SelectionError(f"the selection matches no object under {where} (check --include/--exclude/--package)")
     objects.sort(key=lambda o: o.key)
     return Plan(selection, tuple(objects), tuple(rejected), tuple(notes))
@@ -89,7 +89,7 @@ async def _check_found(
     for s in empty_subjects:
         if not paths or not await _subject_exists(storage, selection.bucket, selection.subject_prefix(s)):
             unknown.append(s)
-    where = f"s3://{selection.bucket}/{selection.release}/"
+    where = selection.release_uri
     if unknown:
         names = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
         raise SelectionError(f"subject{'s' if len(unknown) > 1 else ''} {names} not found under {where}")
@@ -107,7 +107,7 @@ def _filter(
     listed: list[_Listed], selection: Selection, restrict: dict[str, set[str]] | None
 ) -> tuple[list[PlannedObject], list[Rejected]]:
     """The listed objects the selection keeps (each key once), and the unsafe keys it refuses."""
-    rel_prefix = selection.release + "/"
+    rel_prefix = selection.release_prefix
     objects: list[PlannedObject] = []
     rejected: list[Rejected] = []
     seen: set[str] = set()

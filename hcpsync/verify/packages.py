@@ -71,7 +71,7 @@ async def list_packages(
         for subject, ms in mset.by_subject.items():
             if any(e.size is None for m in ms for e in m.entries):
                 sizes: dict[str, int] = {}
-                prefix = f"{sel.release}/"
+                prefix = sel.release_prefix
                 async for objs, _ in s3.list_pages(sel.bucket, sel.subject_prefix(subject)):
                     sizes.update((o.key[len(prefix):], o.size) for o in objs)
                 listed[subject] = sizes
