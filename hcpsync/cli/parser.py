@@ -76,6 +76,11 @@ def add_storage_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--region", help="AWS region (default: from the profile, else us-east-1)")
     g.add_argument("--no-sign-request", action="store_true", help="send anonymous requests (public buckets)")
     g.add_argument("--request-payer", action="store_true", help="accept requester-pays charges")
+    g.add_argument("-v", "--debug", action="store_true",
+                   help="log every S3 request, its answer and each retry on stderr (never credentials or signatures)")
+
+
+_QUIET_HELP = "no progress bar, and no report unless something failed (errors are always printed)"
 
 
 def add_transfer_args(p: argparse.ArgumentParser) -> None:
@@ -95,7 +100,8 @@ _JOURNAL_HELP = "journal file (default DIR/.hcpsync/journal.sqlite)"
 
 
 def _add_plan(sub: Any) -> None:
-    p = sub.add_parser("plan", help="list what a selection covers (files, bytes, per subject)")
+    p = sub.add_parser("plan", help="list what a selection covers (files, bytes, per subject): the dry run of pull",
+                       description="List what a selection covers: the dry run of 'pull' (as 'pull --dryrun').")
     add_selection_args(p, source=True)
     add_storage_args(p)
     p.add_argument("--json", action="store_true", help="print the plan, with every object, as JSON")
@@ -110,6 +116,8 @@ def _add_pull(sub: Any) -> None:
     add_storage_args(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help=_QUIET_HELP)
+    p.add_argument("--dryrun", "--dry-run", action="store_true", help="download nothing: print what would be fetched, as 'hcpsync plan'")
     p.add_argument("--no-verify", action="store_true", help="do not check MD5s against the .xdlm manifests / S3 ETags (size only)")
     g = p.add_argument_group("journal (resume)")
     g.add_argument("--journal", metavar="PATH", help=_JOURNAL_HELP)
@@ -133,6 +141,7 @@ def _add_verify(sub: Any) -> None:
     p.add_argument("--jobs", type=int, default=None, metavar="N", help="hashing threads (default: one per CPU)")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help=_QUIET_HELP)
     add_storage_args(p)
 
 

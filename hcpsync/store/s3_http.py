@@ -11,6 +11,7 @@ HEAD stay on aiobotocore, where pagination and XML parsing are worth their cost.
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 from typing import Any
 from urllib.parse import quote
@@ -22,6 +23,7 @@ from yarl import URL
 
 from ..config import TransferConfig
 
+log = logging.getLogger("hcpsync.store")
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
 _ERROR_MESSAGE = re.compile(rb"<Message>([^<]{0,300})</Message>")
 
@@ -88,6 +90,7 @@ class FastGetter:
             # encoded=True: send the very path that was signed (yarl would re-quote it: '%3D' -> '=',
             # ';' left bare...), or S3 refuses the signature and servers may cut the key at ';'
             resp = await self._session.get(URL(url, encoded=True), headers=signed, allow_redirects=False)
+            log.debug("GET %s%s -> %d", url, f" Range: {headers['Range']}" if "Range" in headers else "", resp.status)
             moved = resp.headers.get("x-amz-bucket-region")
             if self.endpoint is None and resp.status in (301, 307, 400) and moved and moved != region:
                 resp.close()
