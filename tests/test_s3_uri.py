@@ -55,9 +55,11 @@ def test_pull_an_hcp_subject_folder_uri(moto_url: str, bucket: str, tmp_path: Pa
 @pytest.mark.parametrize("args", [
     ["pull", "--subject", "100307", "--dest", "s3://hcp-openaccess/x"],
     ["pull", "s3://hcp-openaccess/HCP_1200/100307/", "s3://other-bucket/x/"],
+    ["verify", "--subject", "100307", "--dest", "s3://hcp-openaccess/x"],
+    ["status", "--dest", "s3://hcp-openaccess/x"],
 ])
 def test_a_uri_is_never_a_destination(moto_url: str, tmp_path: Path, args: list[str]) -> None:
-    r = _hcpsync(*args, "--endpoint-url", moto_url, "--no-progress", cwd=tmp_path)
+    r = _hcpsync(*args, *([] if args[0] == "status" else ["--endpoint-url", moto_url]), cwd=tmp_path)
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "is a URI: give a local folder" in r.stderr, r.stderr
     assert list(tmp_path.iterdir()) == []  # no ./s3:/... folder

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .. import api
+from ..dest import refuse_uri
 from ..engine.progress import ProgressEvent, TqdmBar, want_bar
 from ..errors import UsageError
 from ..journal import open_journal_if_any, status_of
@@ -66,11 +67,13 @@ async def cmd_demo(args: argparse.Namespace) -> int:
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
+    refuse_uri(args.dest)
     render(status_of(Path(args.dest), Path(args.journal) if args.journal else None), args.json)
     return EXIT_OK
 
 
 async def cmd_verify(args: argparse.Namespace) -> int:
+    refuse_uri(args.dest)
     subjects = subjects_from(args)
     if not subjects:  # default: the subject folders in DEST
         subjects = discover_subjects(check_dest(args.dest))
