@@ -42,6 +42,9 @@ def parse_s3_uri(uri: str) -> S3Source:
         raise UsageError(f"{uri!r} names no prefix: give the folder to pull, e.g. s3://{bucket or 'BUCKET'}/PREFIX/")
     if any(s in ("", ".", "..") for s in segments):
         raise UsageError(f"{uri!r}: empty, '.' or '..' segments are not supported")
-    if len(segments) >= 2 and (bucket == DEFAULT_BUCKET or segments[0].startswith("HCP_")):
+    if bucket == DEFAULT_BUCKET or segments[0].startswith("HCP_"):
+        if len(segments) == 1:
+            raise UsageError(f"{uri!r} is a whole release: name one subject, s3://{bucket}/{segments[0]}/SUBJECT/, "
+                             f"or give --release {segments[0]} with --subjects-file FILE")
         return S3Source(bucket, segments[0], segments[1], "/".join(segments[2:]))
     return S3Source(bucket, "/".join(segments[:-1]), segments[-1], "")

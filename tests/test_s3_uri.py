@@ -67,6 +67,7 @@ def test_a_uri_is_never_a_destination(moto_url: str, tmp_path: Path, args: list[
 
 @pytest.mark.parametrize(("args", "message"), [
     (["s3://hcp-openaccess/"], "names no prefix"),
+    (["s3://hcp-openaccess/HCP_1200/"], "is a whole release"),
     (["s3://hcp-openaccess/HCP_1200/100307/", "--subject", "100408"], "drop --subject"),
     (["s3://hcp-openaccess/HCP_1200/100307/T1w/", "--path", "T2w"], "drop --path"),
     (["https://example.org/x"], "expected an S3 URI"),
