@@ -23,7 +23,7 @@ from .config import TransferConfig
 from .engine.events import Listener
 from .engine.progress import ProgressCallback
 from .errors import HcpsyncError
-from .models import DEFAULT_BUCKET, DEFAULT_RELEASE, Plan, PullReport, Selection
+from .models import DEFAULT_BUCKET, DEFAULT_RELEASE, Plan, PullReport, Selection, as_items
 from .planning import plan_for
 from .planning.listing import build_plan
 from .run import PullOptions, run_pull
@@ -176,8 +176,8 @@ class SubjectMirror:
         """Local paths of the subject's files under ``paths`` (all when none), fetching what is missing."""
         m = self.mirror
         sel = Selection(
-            subjects=(self.subject,), bucket=m.bucket, release=m.release, paths=tuple(paths),
-            includes=tuple(include), excludes=tuple(exclude),
+            subjects=(self.subject,), bucket=m.bucket, release=m.release, paths=paths,
+            includes=as_items(include), excludes=as_items(exclude),
         )
         async with S3Storage(m.storage, m.config) as s3:
             the_plan = await build_plan(s3, sel)

@@ -15,12 +15,14 @@ from pathlib import Path
 from .errors import DestinationError
 from .models import Selection
 from .paths import STATE_DIR
+from .uri import is_uri
 
 SOURCE_NAME = "source.json"
 
 
 def prepare_dest(dest: str | os.PathLike[str]) -> Path:
-    """Create ``dest`` if needed and check it is a writable folder."""
+    """Create ``dest`` if needed and check it is a writable folder (a local one: never a URI)."""
+    refuse_uri(dest)
     path = Path(dest).expanduser()
     if path.exists() and not path.is_dir():
         raise DestinationError(f"destination {path} exists and is not a folder")
@@ -31,6 +33,13 @@ def prepare_dest(dest: str | os.PathLike[str]) -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise DestinationError(f"destination {path} is not writable")
     return path
+
+
+def refuse_uri(dest: str | os.PathLike[str]) -> None:
+    """``s3://bucket/x`` as a destination would become the local folder ``./s3:/bucket/x``."""
+    if is_uri(os.fspath(dest)):
+        raise DestinationError(f"destination {os.fspath(dest)} is a URI: give a local folder "
+                               "(hcpsync downloads from S3; it does not upload)")
 
 
 def prepare_state_dir(root: Path) -> Path:
@@ -50,7 +59,8 @@ def source_of(selection: Selection) -> dict[str, str]:
 
 
 def _uri(source: dict[str, str]) -> str:
-    return f"s3://{source.get('bucket', '?')}/{source.get('release', '?')}/"
+    release = source.get("release", "?")
+    return f"s3://{source.get('bucket', '?')}/{release}/" if release else f"s3://{source.get('bucket', '?')}/"
 
 
 def read_source(root: Path) -> dict[str, str] | None:

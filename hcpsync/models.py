@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .errors import SelectionError
@@ -13,6 +14,11 @@ DEFAULT_RELEASE = "HCP_1200"
 _SUBJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _RELEASE_RE = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def as_items(value: str | Iterable[str]) -> tuple[str, ...]:
+    """A sequence of strings as a tuple; a lone string is one item (never its characters)."""
+    return (value,) if isinstance(value, str) else tuple(value)
 
 
 def _clean_rel(path: str, what: str) -> str:
@@ -30,15 +36,30 @@ def _clean_rel(path: str, what: str) -> str:
     return "/".join(parts)
 
 
+def _check_filters(filters: object) -> tuple[tuple[str, str], ...]:
+    if isinstance(filters, str | bytes) or not isinstance(filters, Iterable):
+        raise SelectionError("filters must be a sequence of (\"include\" or \"exclude\", glob) pairs")
+    out = tuple(tuple(f) if isinstance(f, list | tuple) else f for f in filters)
+    for f in out:
+        if not (isinstance(f, tuple) and len(f) == 2 and f[0] in ("include", "exclude") and isinstance(f[1], str)):
+            raise SelectionError(f"invalid filter {f!r}: expected (\"include\" or \"exclude\", glob)")
+    return out
+
+
 @dataclass(frozen=True)
 class Selection:
     """What to fetch: a release prefix in a bucket, some subjects, and filters.
 
     ``paths`` are relative to each subject folder and match at path-segment boundaries
     (``T1w`` selects ``T1w/...`` and the key ``T1w`` itself, never ``T1w_extra/``).
-    ``includes`` / ``excludes`` are shell globs on the key relative to the release root
-    (``100307/T1w/x.nii.gz``); ``*`` also matches ``/``.  An object is selected when it matches
-    some include (or there are none) and no exclude.  ``packages`` name HCP download packages
+    ``filters`` are ``("include" | "exclude", glob)`` pairs applied in order, as aws-cli's
+    ``--include`` / ``--exclude``: the last filter matching a key decides, and a key matching none
+    is kept unless some filter is an include.  ``includes`` / ``excludes`` are the same filters,
+    applied first, includes before excludes (an object is kept when it matches some include, or
+    there are none, and no exclude).  A glob (``*`` also matches ``/``) is matched against the key
+    relative to the release (``100307/T1w/x.nii.gz``, ``*.nii.gz``), or, when it starts with the
+    release, the full key (``HCP_1200/100307/*``), or, when its first segment is a plain name that is
+    no selected subject, the key relative to the subject folder (``T1w/*``).  ``packages`` name HCP download packages
     (``3T_tfMRI_MOTOR_preproc``), resolved through each subject's ``.xdlm`` manifests.
     """
 
@@ -49,12 +70,11 @@ class Selection:
     includes: tuple[str, ...] = ()
     excludes: tuple[str, ...] = ()
     packages: tuple[str, ...] = ()
+    filters: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        if isinstance(self.subjects, str):
-            object.__setattr__(self, "subjects", (self.subjects,))
         for name in ("subjects", "paths", "includes", "excludes", "packages"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+            object.__setattr__(self, name, as_items(getattr(self, name)))
         if not self.subjects:
             raise SelectionError("no subject selected: give --subject ID or --subjects-file FILE")
         for s in self.subjects:
@@ -65,16 +85,30 @@ class Selection:
         if not _BUCKET_RE.match(self.bucket):
             raise SelectionError(f"invalid bucket name {self.bucket!r}")
         release = self.release.strip("/")
-        if not _RELEASE_RE.match(release) or ".." in release.split("/"):
+        if release and (not _RELEASE_RE.match(release) or ".." in release.split("/")):
             raise SelectionError(f"invalid release {self.release!r}: expected a key prefix such as HCP_1200")
         object.__setattr__(self, "release", release)
         object.__setattr__(self, "paths", tuple(dict.fromkeys(_clean_rel(p, "--path") for p in self.paths)))
+        object.__setattr__(self, "filters", _check_filters(self.filters))
         for pkg in self.packages:
             if not pkg or "/" in pkg or ".." in pkg:
                 raise SelectionError(f"invalid package name {pkg!r}")
 
+    def rules(self) -> tuple[tuple[str, str], ...]:
+        """Every filter in the order it applies: ``includes``, ``excludes``, then ``filters``."""
+        return (*(("include", g) for g in self.includes), *(("exclude", g) for g in self.excludes), *self.filters)
+
+    @property
+    def release_prefix(self) -> str:
+        """``HCP_1200/``; empty when the release is the bucket's top (subjects are top-level folders)."""
+        return f"{self.release}/" if self.release else ""
+
+    @property
+    def release_uri(self) -> str:
+        return f"s3://{self.bucket}/{self.release_prefix}"
+
     def subject_prefix(self, subject: str) -> str:
-        return f"{self.release}/{subject}/"
+        return f"{self.release_prefix}{subject}/"
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -84,6 +118,7 @@ class Selection:
             "paths": list(self.paths),
             "includes": list(self.includes),
             "excludes": list(self.excludes),
+            "filters": [list(f) for f in self.filters],
             "packages": list(self.packages),
         }
 

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .. import api
+from ..dest import refuse_uri
 from ..doctor import DEFAULT_RELEASES, run_doctor
 from ..engine.progress import ProgressEvent, TqdmBar, want_bar
 from ..errors import UsageError
@@ -16,14 +17,14 @@ from ..journal import open_journal_if_any, status_of
 from ..verify import list_packages, verify_tree
 from ..verify.tree import check_dest, discover_subjects
 from .codes import EXIT_FAILED, EXIT_OK
-from .options import config_from, journal_from, selection_from, storage_from, subjects_from
-from .render import render
+from .options import config_from, dest_from, journal_from, selection_from, storage_from, subjects_from
+from .render import Result, render
 
 
 @contextmanager
 def progress_bar(args: argparse.Namespace, desc: str = "pull") -> Iterator[TqdmBar | None]:
     """A progress bar on stderr unless ``--no-progress`` or stderr is no TTY; closed on the way out."""
-    bar = TqdmBar(desc=desc) if want_bar(args.no_progress) else None
+    bar = TqdmBar(desc=desc) if want_bar(args.no_progress or getattr(args, "quiet", False)) else None
     try:
         yield bar
     finally:
@@ -37,13 +38,22 @@ async def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def render_unless_quiet(result: Result, args: argparse.Namespace, ok: bool = True) -> None:
+    """``-q``: no report when all went well (``--json`` is always printed: it was asked for)."""
+    if args.json or not ok or not getattr(args, "quiet", False):
+        render(result, args.json)
+
+
 async def cmd_pull(args: argparse.Namespace) -> int:
     sel, cfg, opts = selection_from(args), config_from(args), storage_from(args)
-    journal = journal_from(args)
+    journal, dest = journal_from(args), dest_from(args)
+    if args.dryrun:  # aws-cli's --dryrun: what would be fetched, nothing written
+        render_unless_quiet(await api.plan(sel, config=cfg, storage=opts), args)
+        return EXIT_OK
     with progress_bar(args) as bar:
-        report = await api.pull(sel, args.dest, config=cfg, storage=opts, progress=bar,
+        report = await api.pull(sel, dest, config=cfg, storage=opts, progress=bar,
                                 journal=journal, reset_journal=args.reset_journal, verify=not args.no_verify)
-    render(report, args.json)
+    render_unless_quiet(report, args, report.ok)
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
@@ -58,11 +68,13 @@ async def cmd_demo(args: argparse.Namespace) -> int:
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
+    refuse_uri(args.dest)
     render(status_of(Path(args.dest), Path(args.journal) if args.journal else None), args.json)
     return EXIT_OK
 
 
 async def cmd_verify(args: argparse.Namespace) -> int:
+    refuse_uri(args.dest)
     subjects = subjects_from(args)
     if not subjects:  # default: the subject folders in DEST
         subjects = discover_subjects(check_dest(args.dest))
@@ -84,7 +96,7 @@ async def cmd_verify(args: argparse.Namespace) -> int:
     finally:
         if jnl is not None:
             jnl.close()
-    render(report, args.json)
+    render_unless_quiet(report, args, report.ok)
     return EXIT_OK if report.ok else EXIT_FAILED
 
 

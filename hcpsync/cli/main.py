@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -16,7 +17,7 @@ from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from ..errors import HcpsyncError
-from ..text import say
+from ..text import escape, say
 from .codes import EXIT_INTERNAL, EXIT_PIPE, EXIT_SIGINT, EXIT_SIGTERM
 from .commands import COMMANDS
 from .parser import build_parser, parse
@@ -52,9 +53,26 @@ async def _run_with_signals(coro: Awaitable[int]) -> int:
                 pass
 
 
+class _EscapingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return escape(super().format(record))
+
+
+def _debug_logging() -> None:
+    """``-v``/``--debug``: hcpsync's own log (requests, answers, retries) on stderr.  Only hcpsync's
+    logger: botocore's debug log prints request headers, signatures included."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_EscapingFormatter("hcpsync: debug: %(message)s"))
+    log = logging.getLogger("hcpsync")
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parse(parser, argv)
+    if getattr(args, "debug", False):
+        _debug_logging()
     try:
         code = _run(args)
         sys.stdout.flush()  # a reader gone away shows here, not in the interpreter's final flush

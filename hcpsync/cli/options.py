@@ -7,9 +7,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..config import TransferConfig, parse_rate, parse_size
+from ..dest import refuse_uri
 from ..errors import SelectionError, UsageError
-from ..models import Selection
+from ..models import DEFAULT_BUCKET, DEFAULT_RELEASE, Selection
 from ..store.s3 import StorageOptions
+from ..uri import parse_s3_uri
 
 
 def read_subjects_file(path: str) -> list[str]:
@@ -36,10 +38,38 @@ def subjects_from(args: argparse.Namespace) -> list[str]:
 
 def selection_from(args: argparse.Namespace, subjects: Sequence[str] | None = None) -> Selection:
     """The selection the arguments describe (``subjects`` instead of the arguments' own, if given)."""
+    uri = getattr(args, "source", None)
+    if uri is not None:
+        return _uri_selection(args, uri)
     return Selection(
         subjects=tuple(subjects_from(args) if subjects is None else subjects), bucket=args.bucket, release=args.release,
-        paths=tuple(args.path), includes=tuple(args.include), excludes=tuple(args.exclude), packages=tuple(args.package),
+        paths=tuple(args.path), filters=tuple(args.filters), packages=tuple(args.package),
     )
+
+
+def _uri_selection(args: argparse.Namespace, uri: str) -> Selection:
+    """``s3://BUCKET/PREFIX/`` in place of --bucket, --release, --subject (and --path, when it names one)."""
+    src = parse_s3_uri(uri)
+    given = [opt for opt, on in (("--subject", args.subject), ("--subjects-file", args.subjects_file),
+                                 ("--bucket", args.bucket != DEFAULT_BUCKET), ("--release", args.release != DEFAULT_RELEASE),
+                                 ("--path", args.path and src.path)) if on]
+    if given:
+        raise UsageError(f"{uri} already names the bucket, release, subject and path: drop {', '.join(given)}")
+    return Selection(
+        subjects=(src.subject,), bucket=src.bucket, release=src.release,
+        paths=(src.path,) if src.path else tuple(args.path), filters=tuple(args.filters), packages=tuple(args.package),
+    )
+
+
+def dest_from(args: argparse.Namespace) -> str:
+    """The local destination: ``DEST`` after the source, or ``--dest``; never a URI."""
+    if args.dest_dir is not None and args.dest is not None:
+        raise UsageError(f"two destinations: {args.dest_dir} and --dest {args.dest}; give one")
+    dest: str | None = args.dest if args.dest is not None else args.dest_dir
+    if dest is None:
+        raise UsageError("no destination: give a local folder, as in 'hcpsync pull s3://BUCKET/PREFIX/ DEST' or --dest DIR")
+    refuse_uri(dest)
+    return dest
 
 
 def storage_from(args: argparse.Namespace) -> StorageOptions:

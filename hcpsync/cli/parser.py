@@ -18,19 +18,45 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, escape(f"hcpsync: error: {message} (see '{self.prog} --help')") + "\n")
 
 
+#: the positionals (``nargs="?"``) that operands given after options may fill, in order
+_OPERANDS = ("source", "dest_dir")
+_SOURCE_HELP = ("an S3 folder, as aws-cli takes it: s3://hcp-openaccess/HCP_1200/100307/T1w/ (release, subject, "
+                "path) or any prefix, s3://openneuro.org/ds000001/ (the last segment is the subject folder); "
+                "instead of --bucket/--release/--subject/--path")
+
+
+class _Filter(argparse.Action):
+    """``--include`` / ``--exclude`` into one ordered list of (kind, glob): order decides, as in aws-cli."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest, None) or []), (self.const, values)])
+
+
+_FILTER_HELP = (
+    "; filters apply in order, the last one matching a key decides, as in aws-cli "
+    "(--exclude '*' --include '*.nii.gz'); with any --include, keys matching none are dropped. "
+    "GLOB ('*' matches '/' too) is matched against the key relative to the subject folder when its first "
+    "segment is a plain name (T1w/*, like --path), the full key when it starts with the release "
+    "(HCP_1200/100307/*), else the key relative to the release (100307/T1w/*, *.nii.gz)"
+)
+
+
 def _add_source_args(g: Any, release_help: str, **subject: Any) -> None:
     g.add_argument("--bucket", default=DEFAULT_BUCKET, help=f"S3 bucket (default {DEFAULT_BUCKET})")
     g.add_argument("--release", default=DEFAULT_RELEASE, help=f"release key prefix{release_help} (default {DEFAULT_RELEASE})")
     g.add_argument("--subject", action="append", default=[], metavar="ID", help="subject ID (repeatable)", **subject)
 
 
-def add_selection_args(p: argparse.ArgumentParser) -> None:
+def add_selection_args(p: argparse.ArgumentParser, source: bool = False) -> None:
+    if source:
+        p.add_argument("source", nargs="?", metavar="s3://BUCKET/PREFIX/", help=_SOURCE_HELP)
     g = p.add_argument_group("selection")
     _add_source_args(g, ": HCP_1200, HCP_Retest, q1...")
     g.add_argument("--subjects-file", metavar="FILE", help="file of subject IDs, one a line ('#' comments allowed)")
     g.add_argument("--path", action="append", default=[], metavar="P", help="path inside the subject folder, e.g. T1w or MNINonLinear/Results/tfMRI_MOTOR_LR (repeatable)")
-    g.add_argument("--include", action="append", default=[], metavar="GLOB", help="keep only keys (relative to the release) matching GLOB (repeatable)")
-    g.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="drop keys matching GLOB (repeatable)")
+    g.add_argument("--include", action=_Filter, dest="filters", const="include", default=[], metavar="GLOB", help="keep keys matching GLOB (repeatable)" + _FILTER_HELP)
+    g.add_argument("--exclude", action=_Filter, dest="filters", const="exclude", default=[], metavar="GLOB", help="drop keys matching GLOB (repeatable; see --include)")
     g.add_argument("--package", action="append", default=[], metavar="NAME", help="HCP package, e.g. 3T_tfMRI_MOTOR_preproc (repeatable)")
 
 
@@ -43,6 +69,11 @@ def add_storage_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--request-payer", action="store_true", help="accept requester-pays charges")
     g.add_argument("--ca-bundle", metavar="PATH", help="PEM file of CA certificates to trust (default: $AWS_CA_BUNDLE, the profile's ca_bundle)")
     g.add_argument("--no-verify-ssl", action="store_true", help="do not verify the endpoint's TLS certificate (aws-cli's option; unsafe)")
+    g.add_argument("-v", "--debug", action="store_true",
+                   help="log every S3 request, its answer and each retry on stderr (never credentials or signatures)")
+
+
+_QUIET_HELP = "no progress bar, and no report unless something failed (errors are always printed)"
 
 
 def add_transfer_args(p: argparse.ArgumentParser) -> None:
@@ -62,20 +93,24 @@ _JOURNAL_HELP = "journal file (default DIR/.hcpsync/journal.sqlite)"
 
 
 def _add_plan(sub: Any) -> None:
-    p = sub.add_parser("plan", help="list what a selection covers (files, bytes, per subject)")
-    add_selection_args(p)
+    p = sub.add_parser("plan", help="list what a selection covers (files, bytes, per subject): the dry run of pull",
+                       description="List what a selection covers: the dry run of 'pull' (as 'pull --dryrun').")
+    add_selection_args(p, source=True)
     add_storage_args(p)
     p.add_argument("--json", action="store_true", help="print the plan, with every object, as JSON")
 
 
 def _add_pull(sub: Any) -> None:
     p = sub.add_parser("pull", help="download a selection")
-    add_selection_args(p)
-    p.add_argument("--dest", required=True, metavar="DIR", help="local folder: keys land at DIR/<key minus release prefix>")
+    add_selection_args(p, source=True)
+    p.add_argument("dest_dir", nargs="?", metavar="DEST", help="local folder, as --dest")
+    p.add_argument("--dest", metavar="DIR", help="local folder: keys land at DIR/<key minus release prefix>")
     add_transfer_args(p)
     add_storage_args(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help=_QUIET_HELP)
+    p.add_argument("--dryrun", "--dry-run", action="store_true", help="download nothing: print what would be fetched, as 'hcpsync plan'")
     p.add_argument("--no-verify", action="store_true", help="do not check MD5s against the .xdlm manifests / S3 ETags (size only)")
     g = p.add_argument_group("journal (resume)")
     g.add_argument("--journal", metavar="PATH", help=_JOURNAL_HELP)
@@ -99,6 +134,7 @@ def _add_verify(sub: Any) -> None:
     p.add_argument("--jobs", type=int, default=None, metavar="N", help="hashing threads (default: one per CPU)")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help=_QUIET_HELP)
     add_storage_args(p)
 
 
@@ -138,8 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    """``parser.parse_args``, but a stray argument points at the subcommand's ``--help``, not hcpsync's."""
+    """``parser.parse_args``, but operands after options (``pull s3://b/p/ --no-sign-request DEST``)
+    fill the positionals left empty, as aws-cli allows, and a stray argument points at the
+    subcommand's ``--help``, not hcpsync's."""
     args, extra = parser.parse_known_args(argv)
-    if extra:
-        getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    for item in extra:
+        slot = next((n for n in _OPERANDS if getattr(args, n, "") is None), None)
+        if item.startswith("-") or slot is None:
+            getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
+        else:
+            setattr(args, slot, item)
     return args

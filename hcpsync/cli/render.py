@@ -50,7 +50,7 @@ def text_lines(result: object) -> Iterator[str]:
 @text_lines.register
 def _plan(plan: Plan) -> Iterator[str]:
     sel = plan.selection
-    yield f"s3://{sel.bucket}/{sel.release}/: {len(plan.objects)} files, {human(plan.total_bytes)} ({plan.total_bytes} bytes)"
+    yield f"{sel.release_uri}: {len(plan.objects)} files, {human(plan.total_bytes)} ({plan.total_bytes} bytes)"
     for subject, (n, b) in plan.per_subject().items():
         yield f"  {subject}: {n} files, {human(b)}"
     for r in plan.rejected:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -85,15 +86,36 @@ class Progress:
             self.callback(self.snapshot(key))
 
 
+def iec(n: float) -> str:
+    """Bytes in binary units, as the report prints them: 512 B, 1.5 KiB, 3.2 MiB."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    i = 0
+    while abs(n) >= 1024 and i < len(units) - 1:
+        n, i = n / 1024, i + 1
+    return f"{n:.0f} B" if i == 0 else f"{n:.1f} {units[i]}"
+
+
+def _columns(stream: Any) -> int:
+    """The terminal's width, or -1 when unknown (not a terminal)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return -1
+
+
 class TqdmBar:
-    """A tqdm bar fed by progress events: bytes, rate, ETA, files done/total."""
+    """A tqdm bar fed by progress events: bytes and rate in binary units (MiB/s), ETA, files done/total.
+
+    A terminal that reports 0 columns (serial consoles, some CI pseudo-terminals) gets 80."""
 
     def __init__(self, file: Any = None, desc: str = "pull") -> None:
         from tqdm import tqdm
 
+        stream = file or sys.stderr
+        zero = _columns(stream) == 0
         self._bar = tqdm(
-            total=0, unit="B", unit_scale=True, unit_divisor=1024, desc=escape(desc),
-            file=file or sys.stderr, dynamic_ncols=True, mininterval=0.2, smoothing=0.1,
+            total=0, desc=escape(desc), file=stream, dynamic_ncols=not zero, ncols=80 if zero else None,
+            mininterval=0.2, smoothing=0.1, bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]",
         )
         self._seen = 0
 
@@ -104,7 +126,8 @@ class TqdmBar:
         delta = ev.bytes_done - self._seen
         self._seen = ev.bytes_done
         failed = f", {ev.files_failed} failed" if ev.files_failed else ""
-        bar.set_postfix_str(escape(f"files {ev.files_done}/{ev.files_total}{failed}"), refresh=False)
+        bar.set_postfix_str(escape(f"{iec(ev.bytes_done)}/{iec(ev.bytes_total)}, {iec(ev.rate)}/s, "
+                                   f"files {ev.files_done}/{ev.files_total}{failed}"), refresh=False)
         bar.update(delta)
 
     def close(self) -> None:

@@ -9,7 +9,7 @@ from ..errors import SelectionError, UnsafePathError
 from ..models import ObjectInfo, Plan, PlannedObject, Rejected, Selection
 from ..paths import check_relpath, fold_name
 from ..store import ObjectStore
-from .select import glob_filter, minimal_paths, under_path
+from .select import compile_filters, glob_filter, minimal_paths, rules_filter, under_path
 
 __all__ = ["LIST_CONCURRENCY", "build_plan", "glob_filter", "minimal_paths", "under_path"]
 
@@ -56,7 +56,7 @@ async def build_plan(
     objects, collisions = _drop_collisions(objects)
     rejected.extend(collisions)
     if not objects and not rejected:
-        where = f"s3://{selection.bucket}/{selection.release}/"
+        where = selection.release_uri
         raise SelectionError(f"the selection matches no object under {where} (check --include/--exclude/--package)")
     objects.sort(key=lambda o: o.key)
     return Plan(selection, tuple(objects), tuple(rejected), tuple(notes))
@@ -89,7 +89,7 @@ async def _check_found(
     for s in empty_subjects:
         if not paths or not await _subject_exists(storage, selection.bucket, selection.subject_prefix(s)):
             unknown.append(s)
-    where = f"s3://{selection.bucket}/{selection.release}/"
+    where = selection.release_uri
     if unknown:
         names = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
         raise SelectionError(f"subject{'s' if len(unknown) > 1 else ''} {names} not found under {where}")
@@ -107,10 +107,11 @@ def _filter(
     listed: list[_Listed], selection: Selection, restrict: dict[str, set[str]] | None
 ) -> tuple[list[PlannedObject], list[Rejected]]:
     """The listed objects the selection keeps (each key once), and the unsafe keys it refuses."""
-    rel_prefix = selection.release + "/"
+    rel_prefix = selection.release_prefix
     objects: list[PlannedObject] = []
     rejected: list[Rejected] = []
     seen: set[str] = set()
+    rules = compile_filters(selection)
     for r in listed:
         allowed = restrict.get(r.subject) if restrict is not None else None
         for o in r.objects:
@@ -122,7 +123,7 @@ def _filter(
                 continue  # a "folder" marker object, as the S3 console creates
             if allowed is not None and rel not in allowed:
                 continue
-            if not glob_filter(rel, selection.includes, selection.excludes):
+            if not rules_filter(rel, rules, selection.release):
                 continue
             try:
                 check_relpath(rel)

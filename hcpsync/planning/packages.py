@@ -47,7 +47,7 @@ def _absent_notes(plan: Plan, restrict: dict[str, set[str]], mset: ManifestSet) 
     """A note for each package file (up to a limit) its manifest lists but S3 does not have."""
     selection = plan.selection
     planned = {o.relpath for o in plan.objects}
-    prefix = selection.release + "/"
+    prefix = selection.release_prefix
     planned.update(r.key[len(prefix):] for r in plan.rejected if r.key.startswith(prefix))
     absent = sorted(u for s in selection.subjects for u in restrict[s] if u not in planned and in_scope(u, selection))
     where = f"s3://{selection.bucket}/{prefix}"

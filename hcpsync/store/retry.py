@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from ..config import TransferConfig
 from ..errors import HcpsyncError, ThrottledError
 
 T = TypeVar("T")
+log = logging.getLogger("hcpsync.store")
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,9 @@ class RetryPolicy:
         return error.retryable and attempt < self.retries
 
     async def pause(self, attempt: int, error: HcpsyncError | None = None) -> None:
-        await asyncio.sleep(self.delay(attempt, error))
+        delay = self.delay(attempt, error)
+        log.debug("retry %d of %d in %.2f s after: %s", attempt, self.retries, delay, error)
+        await asyncio.sleep(delay)
 
     async def call(
         self,

@@ -8,6 +8,7 @@ fetch a small object whole.  Errors are translated by :mod:`.errors`; listing an
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -29,6 +30,8 @@ from .body import GetRequest, S3Body, SpeedFloor, check_answer
 from .errors import CREDENTIALS_HINT, REDIRECTS, map_exceptions, redirect_error, translate, translate_code, where
 from .retry import RetryPolicy
 from .s3_http import FastGetter, parse_error, tls_context
+
+log = logging.getLogger("hcpsync.store")
 
 __all__ = [
     "CREDENTIALS_HINT",
@@ -165,6 +168,8 @@ class S3Storage:
 
         def attempt() -> Awaitable[T]:
             self.stats.requests += 1
+            name = getattr(getattr(op, "func", op), "__name__", "request")  # list_objects_v2, head_object
+            log.debug("%s s3://%s/%s", name, bucket, key or "")
             return op()
 
         return await self.retry.call(attempt, lambda exc: translate(exc, bucket, key), self._retried)

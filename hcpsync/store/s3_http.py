@@ -11,6 +11,7 @@ HEAD stay on aiobotocore, where pagination and XML parsing are worth their cost.
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 import ssl
 from typing import Any
@@ -25,6 +26,7 @@ from yarl import URL
 from ..config import TransferConfig
 from ..errors import UsageError
 
+log = logging.getLogger("hcpsync.store")
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
 _ERROR_MESSAGE = re.compile(rb"<Message>([^<]{0,300})</Message>")
 
@@ -118,6 +120,7 @@ class FastGetter:
             target = URL(url, encoded=True)
             proxy, proxy_auth = self._proxy(target)
             resp = await self._session.get(target, headers=signed, allow_redirects=False, proxy=proxy, proxy_auth=proxy_auth)
+            log.debug("GET %s%s -> %d", url, f" Range: {headers['Range']}" if "Range" in headers else "", resp.status)
             moved = resp.headers.get("x-amz-bucket-region")
             if self.endpoint is None and resp.status in (301, 307, 400) and moved and moved != region:
                 resp.close()

@@ -101,7 +101,7 @@ class ManifestSet:
 
 def s3_manifest_folders(bucket: str, release: str) -> str:
     """How messages name the manifest folders of a release on S3."""
-    return f"s3://{bucket}/{release}/<subject>/{MANIFEST_DIR}/"
+    return f"s3://{bucket}/{release + '/' if release else ''}<subject>/{MANIFEST_DIR}/"
 
 
 def _manifest_problem(name: str, err: HcpsyncError) -> str:
@@ -126,7 +126,7 @@ async def fetch_manifests(
     becomes a problem and the others are used.
     """
     sem = asyncio.Semaphore(max(1, concurrency))
-    release = release.strip("/")
+    release = release.strip("/") + "/" if release.strip("/") else ""  # empty: subjects at the bucket's top
 
     async def get_one(info: ObjectInfo) -> Manifest | str:
         name = info.key.rsplit("/", 1)[-1]
@@ -143,7 +143,7 @@ async def fetch_manifests(
             return _manifest_problem(name, err)
 
     async def one_subject(subject: str) -> tuple[list[Manifest], list[str]]:
-        prefix = f"{release}/{subject}/{MANIFEST_DIR}/"
+        prefix = f"{release}{subject}/{MANIFEST_DIR}/"
         known = listed.get(subject) if listed is not None else None
         infos: list[ObjectInfo] = []
         if known is not None:
@@ -158,7 +158,7 @@ async def fetch_manifests(
     subjects = list(dict.fromkeys(subjects))
     done = await asyncio.gather(*(one_subject(s) for s in subjects))
     problems = [p for _, probs in done for p in probs]
-    return ManifestSet({s: ms for s, (ms, _) in zip(subjects, done, strict=True)}, problems, f"s3://{bucket}/{release}/")
+    return ManifestSet({s: ms for s, (ms, _) in zip(subjects, done, strict=True)}, problems, f"s3://{bucket}/{release}")
 
 
 def _is_manifest_of(key: str, prefix: str) -> bool:
@@ -199,7 +199,7 @@ async def fetch_manifests_for_plan(storage: ObjectStore, plan: Plan) -> Manifest
     listed whole subject folders, so the manifests' keys are known from the plan."""
     sel = plan.selection
     listed: dict[str, list[ObjectInfo]] | None = None
-    if not (sel.paths or sel.includes or sel.excludes or sel.packages):
+    if not (sel.paths or sel.rules() or sel.packages):
         listed = {s: [] for s in sel.subjects}
         for o in plan.objects:
             if o.subject in listed and is_manifest_key(o.key):

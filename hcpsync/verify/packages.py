@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..config import TransferConfig
-from ..models import DEFAULT_BUCKET, DEFAULT_RELEASE, Selection
+from ..models import DEFAULT_BUCKET, DEFAULT_RELEASE, Selection, as_items
 from ..store.s3 import S3Storage, StorageOptions
 from .manifests import fetch_manifests, s3_manifest_folders
 
@@ -50,7 +50,7 @@ class PackagesReport:
 
 
 async def list_packages(
-    subjects: Sequence[str],
+    subjects: str | Sequence[str],
     *,
     bucket: str = DEFAULT_BUCKET,
     release: str = DEFAULT_RELEASE,
@@ -63,7 +63,7 @@ async def list_packages(
     the subject (listed only when needed).  Raises :class:`SelectionError` when no subject
     has any readable manifest.
     """
-    sel = Selection(subjects=tuple(subjects), bucket=bucket, release=release)
+    sel = Selection(subjects=as_items(subjects), bucket=bucket, release=release)
     async with S3Storage(storage or StorageOptions(), config or TransferConfig()) as s3:
         mset = await fetch_manifests(s3, sel.bucket, sel.release, sel.subjects)
         mset.require_some(sel.subjects, s3_manifest_folders(sel.bucket, sel.release))
@@ -71,7 +71,7 @@ async def list_packages(
         for subject, ms in mset.by_subject.items():
             if any(e.size is None for m in ms for e in m.entries):
                 sizes: dict[str, int] = {}
-                prefix = f"{sel.release}/"
+                prefix = sel.release_prefix
                 async for objs, _ in s3.list_pages(sel.bucket, sel.subject_prefix(subject)):
                     sizes.update((o.key[len(prefix):], o.size) for o in objs)
                 listed[subject] = sizes
