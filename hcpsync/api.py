@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from collections.abc import Coroutine, Sequence
@@ -105,25 +106,63 @@ async def pull(
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` to completion from blocking code, even when an event loop is already
-    running in this thread (a Jupyter cell): then it runs on a fresh loop in a helper thread."""
+    running in this thread (a Jupyter cell): then it runs on a fresh loop in a helper thread.
+
+    A KeyboardInterrupt (the notebook's "interrupt the kernel") while the helper thread runs
+    cancels the coroutine's task on the helper loop and waits for it to unwind (connections,
+    files, the destination's lock closed and released), then is raised to the caller."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(coro)
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(coro)
     box: dict[str, Any] = {}
+    done = threading.Event()  # not Thread.join: an interrupted join can break it (bpo-45274)
 
     def target() -> None:
         try:
-            box["value"] = asyncio.run(coro)
+            box["value"] = loop.run_until_complete(task)
         except BaseException as exc:  # re-raised in the caller's thread
             box["error"] = exc
+        finally:
+            _close_loop(loop)
+            done.set()
 
-    thread = threading.Thread(target=target, name="hcpsync-sync", daemon=True)
-    thread.start()
-    thread.join()
+    threading.Thread(target=target, name="hcpsync-sync", daemon=True).start()
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing to cancel
+            loop.call_soon_threadsafe(task.cancel)
+        _wait_unwinding(done)
+        raise
     if "error" in box:
         raise box["error"]
     return box["value"]  # type: ignore[no-any-return]
+
+
+def _wait_unwinding(done: threading.Event) -> None:
+    """Wait for a cancelled helper thread to unwind; a second interrupt meanwhile does not cut it short."""
+    while not done.is_set():
+        try:
+            done.wait()
+        except KeyboardInterrupt:
+            continue
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """What ``asyncio.run`` does on the way out: cancel leftovers, shut down async generators."""
+    try:
+        leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for t in leftovers:
+            t.cancel()
+        if leftovers:
+            loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()
 
 
 def plan_sync(selection: Selection, **kwargs: Any) -> Plan:
