@@ -11,12 +11,14 @@ from pathlib import Path
 from .. import api
 from ..engine.progress import ProgressEvent, TqdmBar, want_bar
 from ..errors import UsageError
-from ..journal import open_journal_if_any, status_of
+from ..journal import Journal, open_journal_if_any, status_of
+from ..models import Selection
+from ..text import say
 from ..verify import list_packages, verify_tree
 from ..verify.tree import check_dest, discover_subjects
 from .codes import EXIT_FAILED, EXIT_OK
 from .options import config_from, journal_from, selection_from, storage_from, subjects_from
-from .render import render
+from .render import describe, render
 
 
 @contextmanager
@@ -61,16 +63,28 @@ async def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def cmd_verify(args: argparse.Namespace) -> int:
+def _verify_selection(args: argparse.Namespace, jnl: Journal | None) -> Selection:
+    """What ``verify`` checks: the arguments' selection; with none given, the selection the last
+    pull into DEST recorded in its journal; else every subject folder in DEST."""
     subjects = subjects_from(args)
+    chosen = subjects or args.path or args.include or args.exclude or args.package
+    recorded = jnl.recorded_selection() if jnl is not None and not chosen else None
+    if recorded is not None:
+        say(f"hcpsync: verifying the selection of the last pull into {args.dest} ({describe(recorded)}); "
+            "give --subject/--path/--include/--exclude/--package to check another", sys.stderr)
+        return recorded
     if not subjects:  # default: the subject folders in DEST
         subjects = discover_subjects(check_dest(args.dest))
         if not subjects:
             raise UsageError(f"no subject folders under {args.dest}: give --subject ID")
-    sel = selection_from(args, subjects)
+    return selection_from(args, subjects)
+
+
+async def cmd_verify(args: argparse.Namespace) -> int:
     # the journal of a pull into DEST caches verified checksums (by size and mtime)
     jnl = open_journal_if_any(Path(args.dest))
     try:
+        sel = _verify_selection(args, jnl)
         with progress_bar(args, desc="verify") as bar:
 
             def progress(files: int, files_total: int, done: int, total: int) -> None:

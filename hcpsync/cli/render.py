@@ -7,13 +7,14 @@ come out as ``\\u`` escapes); text goes line by line through :func:`hcpsync.text
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from collections.abc import Iterator
 from functools import singledispatch
 from typing import TextIO
 
 from ..journal import JournalStatus
-from ..models import Plan, PullReport
+from ..models import DEFAULT_BUCKET, DEFAULT_RELEASE, Plan, PullReport, Selection
 from ..text import say
 from ..verify.packages import PackagesReport
 from ..verify.tree import VerifyReport
@@ -27,6 +28,21 @@ def human(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+def describe(sel: Selection) -> str:
+    """A selection as the options that give it: ``--subject 100307 --path T1w``."""
+    subjects = sel.subjects if len(sel.subjects) <= 3 else ()
+    opts = [("--subject", subjects), ("--path", sel.paths), ("--include", sel.includes),
+            ("--exclude", sel.excludes), ("--package", sel.packages)]
+    words = [f"{flag} {shlex.quote(v)}" for flag, values in opts for v in values]
+    if not subjects:
+        words.insert(0, f"{len(sel.subjects)} subjects")
+    if sel.release != DEFAULT_RELEASE:
+        words.insert(0, f"--release {shlex.quote(sel.release)}")
+    if sel.bucket != DEFAULT_BUCKET:
+        words.insert(0, f"--bucket {shlex.quote(sel.bucket)}")
+    return " ".join(words)
 
 
 def render(result: Result, as_json: bool, out: TextIO | None = None) -> None:
