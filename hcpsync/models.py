@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .errors import SelectionError
+from .errors import HcpsyncError, SelectionError
 
 DEFAULT_BUCKET = "hcp-openaccess"
 DEFAULT_RELEASE = "HCP_1200"
@@ -86,6 +86,17 @@ class Selection:
             "excludes": list(self.excludes),
             "packages": list(self.packages),
         }
+
+    @classmethod
+    def from_json(cls, doc: object) -> Selection | None:
+        """The selection :meth:`to_json` wrote (a journal's), or None when ``doc`` is no valid one."""
+        if not isinstance(doc, dict):
+            return None
+        try:
+            return cls(subjects=tuple(doc["subjects"]), bucket=doc["bucket"], release=doc["release"],
+                       **{k: tuple(doc.get(k, ())) for k in ("paths", "includes", "excludes", "packages")})
+        except (KeyError, TypeError, ValueError, HcpsyncError):
+            return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +206,9 @@ class PullReport:
     notes: tuple[str, ...] = field(default=())
     verified_files: int = 0
     unverified_files: int = 0
+    #: the destination folder, and the journal that makes the pull resumable (None: ``journal=False``)
+    dest: str = ""
+    journal: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -206,8 +220,12 @@ class PullReport:
         return self.transferred_bytes / self.elapsed if self.elapsed > 0 else 0.0
 
     def to_json(self) -> dict[str, object]:
+        """The report as plain JSON data (what ``pull --json`` prints): counts of files and bytes,
+        every failure with its key and reason, the destination and the journal."""
         return {
             "ok": self.ok,
+            "dest": self.dest,
+            "journal": self.journal,
             "planned": {"files": self.planned_files, "bytes": self.planned_bytes},
             "transferred": {"files": self.transferred_files, "bytes": self.transferred_bytes},
             "skipped": {"files": self.skipped_files, "bytes": self.skipped_bytes},

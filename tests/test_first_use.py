@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +67,67 @@ def test_verify_after_a_partial_pull_uses_its_selection_and_works_offline(
     assert code == 0, (out, err)
     counts = json.loads(out)["counts"]
     assert counts["missing"] == 0 and counts["ok"] == len(t1w), counts
+
+
+# --- item 7: reports that say where and what next ----------------------------------------------
+
+
+def test_pull_report_says_where_and_how_to_retry_and_status_says_how_to_resume(
+    moto_url: str, release: tuple[str, list[SynthFile]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from faultproxy import FaultProxy, Rule
+
+    bucket, files = release
+    dest = tmp_path / "d"
+    journal = dest / ".hcpsync" / "journal.sqlite"
+    t1w = sorted(f.key for f in files if f.key.startswith(f"{REL}/{SUBJECT}/T1w/") and not f.is_manifest)
+    with FaultProxy(moto_url) as proxy:
+        proxy.add_rule(Rule("denied", key_contains=t1w[0]))
+        args = ["pull", "--endpoint-url", proxy.url, "--bucket", bucket, "--subject", SUBJECT, "--path", "T1w",
+                "--dest", str(dest), "--no-progress", "--retries", "0"]
+        code, out, _ = run(capsys, *args)
+        assert code == 1
+        assert f"destination {dest}" in out and f"journal     {journal}" in out
+        assert out.rstrip().endswith("run the same command again to retry the 1 failed (complete files are skipped)")
+        code, out, err = run(capsys, *args, "--json")
+        assert code == 1
+        doc = json.loads(out)
+        assert (doc["dest"], doc["journal"]) == (str(dest), str(journal))
+        assert "run the same command again to retry the 1 failed" in err
+    code, out, err = run(capsys, "status", "--dest", str(dest))
+    assert code == 0, err
+    assert f"selection: --subject {SUBJECT} --path T1w --bucket" not in out  # the bucket goes first
+    assert f"selection: --bucket {bucket} --subject {SUBJECT} --path T1w" in out
+    assert (f"to resume (1 files to go): hcpsync pull --bucket {bucket} --subject {SUBJECT} --path T1w "
+            f"--dest {dest}") in out
+
+
+def test_status_of_a_folder_nothing_was_pulled_into(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "status", "--dest", str(tmp_path), "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["journal"] is None and doc["dest"] == str(tmp_path) and doc["files"]["total"] == 0
+    code, out, err = run(capsys, "status", "--dest", str(tmp_path))
+    assert code == 0 and "nothing pulled into" in out and "hcpsync pull --subject ID --dest" in out, err
+    code, out, err = run(capsys, "status", "--dest", str(tmp_path / "nosuch"), "--json")
+    assert code == 2 and "no journal" in err
+
+
+def test_pull_without_credentials_leaves_no_journal(moto_url: str, bucket: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")}
+    env.update(AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull, AWS_EC2_METADATA_DISABLED="true")
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "mine.txt").write_text("kept")
+    for dest in (tmp_path / "new", existing):
+        r = subprocess.run([sys.executable, "-m", "hcpsync", "pull", "--endpoint-url", moto_url, "--bucket", bucket,
+                            "--subject", SUBJECT, "--dest", str(dest), "--no-progress"],
+                           capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 2 and "no AWS credentials found" in r.stderr, r.stderr
+        assert not (dest / ".hcpsync").exists()
+    assert not (tmp_path / "new").exists()
+    assert [p.name for p in existing.iterdir()] == ["mine.txt"]
+    code = subprocess.run([sys.executable, "-m", "hcpsync", "status", "--dest", str(existing), "--json"],
+                          capture_output=True, text=True, timeout=60)
+    assert json.loads(code.stdout)["journal"] is None

@@ -110,11 +110,14 @@ def test_ctrl_c_keeps_the_bytes_of_the_ranges_in_flight(
     wait_until(lambda: proxy.bytes_sent >= 10 * MiB)
     received = proxy.bytes_sent
     proc.send_signal(signal.SIGINT)
-    code, _, err = finish(proc, timeout=30)
+    code, doc, err = finish(proc, timeout=30)
     assert code == 130, err
     st = status_of(dest)
     # no range finished (each is 8 MiB, 4 of them at 2 MiB/s), yet what arrived is recorded
     assert st.bytes_partial_done >= received - 2 * MiB, (st.bytes_partial_done, received)
+    # pull --json, interrupted, still prints a document: where, and what the journal now says
+    assert doc["interrupted"] is True and doc["dest"] == str(dest), doc
+    assert doc["status"]["bytes"]["partial_done"] == st.bytes_partial_done  # type: ignore[index]
     proxy.reset_counts()
     code, report, err = finish(spawn(pull_cmd(proxy.url, bucket, dest)))
     assert code == 0, err

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -10,7 +12,7 @@ from pathlib import Path
 
 from .. import api
 from ..engine.progress import ProgressEvent, TqdmBar, want_bar
-from ..errors import UsageError
+from ..errors import HcpsyncError, UsageError
 from ..journal import Journal, open_journal_if_any, status_of
 from ..models import Selection
 from ..text import say
@@ -18,7 +20,7 @@ from ..verify import list_packages, verify_tree
 from ..verify.tree import check_dest, discover_subjects
 from .codes import EXIT_FAILED, EXIT_OK
 from .options import config_from, journal_from, selection_from, storage_from, subjects_from
-from .render import describe, render
+from .render import describe, render, retry_hint
 
 
 @contextmanager
@@ -41,11 +43,28 @@ async def cmd_plan(args: argparse.Namespace) -> int:
 async def cmd_pull(args: argparse.Namespace) -> int:
     sel, cfg, opts = selection_from(args), config_from(args), storage_from(args)
     journal = journal_from(args)
-    with progress_bar(args) as bar:
-        report = await api.pull(sel, args.dest, config=cfg, storage=opts, progress=bar,
-                                journal=journal, reset_journal=args.reset_journal, verify=not args.no_verify)
+    try:
+        with progress_bar(args) as bar:
+            report = await api.pull(sel, args.dest, config=cfg, storage=opts, progress=bar,
+                                    journal=journal, reset_journal=args.reset_journal, verify=not args.no_verify)
+    except asyncio.CancelledError:
+        if args.json:  # a JSON reader still gets a document: where things stand
+            render_interrupted(args.dest, None if journal is False else journal)
+        raise
     render(report, args.json)
+    if args.json and not report.ok:
+        say(f"hcpsync: {retry_hint(report)}", sys.stderr)
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def render_interrupted(dest: str, journal: str | bool | None) -> None:
+    """``pull --json`` interrupted: the destination and what its journal now says."""
+    path = Path(journal) if isinstance(journal, str) else None
+    try:
+        status: object = status_of(Path(dest).expanduser(), path).to_json() if journal is not None else None
+    except HcpsyncError:
+        status = None
+    print(json.dumps({"ok": False, "interrupted": True, "dest": dest, "status": status}, indent=1, ensure_ascii=True))
 
 
 async def cmd_demo(args: argparse.Namespace) -> int:

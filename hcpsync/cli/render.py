@@ -32,12 +32,12 @@ def human(n: float) -> str:
 
 def describe(sel: Selection) -> str:
     """A selection as the options that give it: ``--subject 100307 --path T1w``."""
-    subjects = sel.subjects if len(sel.subjects) <= 3 else ()
+    subjects = sel.subjects if len(sel.subjects) <= 5 else ()
     opts = [("--subject", subjects), ("--path", sel.paths), ("--include", sel.includes),
             ("--exclude", sel.excludes), ("--package", sel.packages)]
     words = [f"{flag} {shlex.quote(v)}" for flag, values in opts for v in values]
     if not subjects:
-        words.insert(0, f"{len(sel.subjects)} subjects")
+        words.insert(0, f"--subjects-file FILE ({len(sel.subjects)} subjects)")
     if sel.release != DEFAULT_RELEASE:
         words.insert(0, f"--release {shlex.quote(sel.release)}")
     if sel.bucket != DEFAULT_BUCKET:
@@ -94,6 +94,16 @@ def _pull(report: PullReport) -> Iterator[str]:
         yield f"  ... and {len(report.failed) - 10} more (see --json)"
     for note in report.notes[:20]:
         yield f"  note: {note}"
+    if report.dest:
+        yield f"destination {report.dest}"
+        yield f"journal     {report.journal or 'none (--no-journal): only complete files are kept for a re-run'}"
+    if report.failed:
+        yield retry_hint(report)
+
+
+def retry_hint(report: PullReport) -> str:
+    """What to do after a pull with failures."""
+    return f"run the same command again to retry the {len(report.failed)} failed (complete files are skipped)"
 
 
 @text_lines.register
@@ -121,6 +131,10 @@ def _verify(report: VerifyReport) -> Iterator[str]:
 
 @text_lines.register
 def _status(st: JournalStatus) -> Iterator[str]:
+    if not st.path:
+        yield f"nothing pulled into {st.dest} yet (it has no hcpsync journal)"
+        yield f"start with: hcpsync pull --subject ID --dest {shlex.quote(st.dest)}"
+        return
     yield f"journal {st.path}"
     yield f"{'complete':<9} {st.files_complete:>8} files  {human(st.bytes_complete):>11}"
     yield f"{'partial':<9} {st.files_partial:>8} files  {human(st.bytes_partial_done):>11} done"
@@ -130,6 +144,12 @@ def _status(st: JournalStatus) -> Iterator[str]:
         lr = st.last_run
         yield f"last run: started {lr['started']}, {'ended ' + lr['ended'] if lr['ended'] else 'not ended'}: {lr['outcome']}"
     yield f"active: {'yes, pid ' + str(st.active_pid) if st.active_pid else 'no'}"
+    sel = Selection.from_json(st.selection)
+    if sel is not None:
+        yield f"selection: {describe(sel)}"
+        todo = st.files_partial + st.files_pending
+        what = f"to resume ({todo} files to go)" if todo else "to update"
+        yield f"{what}: hcpsync pull {describe(sel)} --dest {shlex.quote(st.dest)} (with your --profile or --endpoint-url)"
 
 
 @text_lines.register

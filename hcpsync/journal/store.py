@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import HcpsyncError, JournalError
+from ..errors import JournalError
 from ..models import Part, Plan, PlannedObject, Selection
 from .db import COMPLETE, REFETCH, UNKNOWN, _Db, boot_id, check_journal_path, open_database, remove_file
 
@@ -228,14 +228,7 @@ class Journal:
 
     def recorded_selection(self) -> Selection | None:
         """The last selection pulled with this journal (what ``verify`` checks by default), if any."""
-        sel = self._selection_doc()
-        try:
-            return None if sel is None else Selection(
-                subjects=tuple(sel["subjects"]), bucket=sel["bucket"], release=sel["release"],
-                paths=tuple(sel.get("paths", ())), includes=tuple(sel.get("includes", ())),
-                excludes=tuple(sel.get("excludes", ())), packages=tuple(sel.get("packages", ())))
-        except (KeyError, TypeError, ValueError, HcpsyncError):
-            return None
+        return Selection.from_json(self._selection_doc())
 
     def record_refetch_path(self, relpath: str) -> None:
         """The file at ``relpath`` is known bad (``verify`` found it mismatched): fetch it again."""
