@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass, field
 
 from .errors import HcpsyncError, SelectionError
@@ -86,6 +87,20 @@ class Selection:
             "excludes": list(self.excludes),
             "packages": list(self.packages),
         }
+
+    def as_options(self) -> str:
+        """The selection as the command-line options that give it: ``--subject 100307 --path T1w``."""
+        subjects = self.subjects if len(self.subjects) <= 5 else ()
+        opts = [("--subject", subjects), ("--path", self.paths), ("--include", self.includes),
+                ("--exclude", self.excludes), ("--package", self.packages)]
+        words = [f"{flag} {shlex.quote(v)}" for flag, values in opts for v in values]
+        if not subjects:
+            words.insert(0, f"--subjects-file FILE ({len(self.subjects)} subjects)")
+        if self.release != DEFAULT_RELEASE:
+            words.insert(0, f"--release {shlex.quote(self.release)}")
+        if self.bucket != DEFAULT_BUCKET:
+            words.insert(0, f"--bucket {shlex.quote(self.bucket)}")
+        return " ".join(words)
 
     @classmethod
     def from_json(cls, doc: object) -> Selection | None:

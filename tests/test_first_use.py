@@ -58,9 +58,9 @@ def test_verify_after_a_partial_pull_uses_its_selection_and_works_offline(
     # verify, with neither --subject nor --path: the pull's own selection, nothing missing
     code, out, err = run(capsys, "verify", *s3_args, "--dest", str(dest), "--json", "--no-progress")
     assert code == 0, (out, err)
-    counts = json.loads(out)["counts"]
-    assert counts["missing"] == 0 and counts["ok"] == len(t1w), counts
-    assert "--path T1w" in err
+    doc = json.loads(out)
+    assert doc["counts"]["missing"] == 0 and doc["counts"]["ok"] == len(t1w), doc["counts"]
+    assert any(f"--subject {SUBJECT} --path T1w" in note for note in doc["notes"]), doc["notes"]
     # offline, from the kept manifests: no network at all
     code, out, err = run(capsys, "verify", "--endpoint-url", "http://127.0.0.1:9", "--dest", str(dest), "--offline",
                          "--json", "--no-progress")
@@ -131,3 +131,79 @@ def test_pull_without_credentials_leaves_no_journal(moto_url: str, bucket: str, 
     code = subprocess.run([sys.executable, "-m", "hcpsync", "status", "--dest", str(existing), "--json"],
                           capture_output=True, text=True, timeout=60)
     assert json.loads(code.stdout)["journal"] is None
+
+
+# --- item 10: library polish -----------------------------------------------------------------
+
+USER_CODE = '''
+import hcpsync
+
+sel = hcpsync.Selection(subjects=("100307",))
+report = hcpsync.pull_sync(sel, "/data/hcp", profile="hcp", concurency=3)
+plan = hcpsync.plan_sync(sel, profle="hcp")
+checked: hcpsync.VerifyReport = hcpsync.check_sync(sel, "/data/hcp", offline=True)
+'''
+
+
+def test_type_checkers_see_the_blocking_twins_signatures(tmp_path: Path) -> None:
+    import importlib.resources
+
+    assert importlib.resources.files("hcpsync").joinpath("py.typed").is_file()  # PEP 561 marker
+    (tmp_path / "user.py").write_text(USER_CODE)
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent", "--no-incremental",
+                        "--python-version", "3.11", "user.py"], cwd=tmp_path, capture_output=True, text=True,
+                       env={**os.environ, "MYPYPATH": str(root)}, timeout=300)
+    errors = [line for line in r.stdout.splitlines() if ": error:" in line]
+    assert len(errors) == 2, r.stdout + r.stderr
+    assert 'user.py:5: error: Unexpected keyword argument "concurency"' in errors[0]
+    assert 'user.py:6: error: Unexpected keyword argument "profle"' in errors[1]
+
+
+def test_check_has_the_shape_of_pull_and_a_blocking_twin(
+    moto_url: str, release: tuple[str, list[SynthFile]], tmp_path: Path
+) -> None:
+    import inspect
+
+    import hcpsync
+
+    bucket, files = release
+    sel = hcpsync.Selection(subjects=(SUBJECT,), bucket=bucket, paths=("T1w",))
+    dest = tmp_path / "d"
+    assert hcpsync.pull_sync(sel, dest, endpoint_url=moto_url).ok
+    t1w = [f for f in files if f.key.startswith(f"{REL}/{SUBJECT}/T1w/")]
+    for report in (hcpsync.check_sync(sel, dest, endpoint_url=moto_url),  # (selection, dest), like pull
+                   hcpsync.check_sync(None, dest, offline=True)):  # the last pull's selection, no network
+        assert report.ok and report.counts["ok"] == len(t1w) and report.counts["missing"] == 0, report.counts
+    assert list(inspect.signature(hcpsync.check).parameters)[:2] == list(inspect.signature(hcpsync.pull).parameters)[:2]
+    assert hcpsync.verify_tree  # still there, (dest, selection)
+
+
+def test_mirror_expands_the_home_folder(
+    moto_url: str, release: tuple[str, list[SynthFile]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hcpsync
+
+    bucket, _ = release
+    monkeypatch.setenv("HOME", str(tmp_path))
+    paths = hcpsync.Mirror("~/hcp", bucket=bucket, endpoint_url=moto_url).subject(SUBJECT).files("T1w")
+    assert paths and all(p.is_file() and p.is_relative_to(tmp_path / "hcp") for p in paths)
+    assert not (Path.cwd() / "~").exists()
+
+
+def test_help_texts_docstrings_and_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    import hcpsync
+
+    for doc in (hcpsync.SubjectMirror.__doc__, hcpsync.Mirror.subject.__doc__, hcpsync.PullReport.to_json.__doc__,
+                hcpsync.pull_sync.__doc__, hcpsync.check_sync.__doc__):
+        assert doc and len(doc) > 40
+    for command in ("plan", "pull", "status", "verify", "packages", "demo"):
+        with pytest.raises(SystemExit) as stop:
+            main([command, "--help"])
+        out = capsys.readouterr().out
+        assert stop.value.code == 0
+        assert f"example:\n  hcpsync {command} " in out, out
+        if command == "status":
+            assert "the destination folder of a pull" in out and "print the status as JSON" in out
+        if command == "demo":
+            assert "no progress bar" in out and "print the report as JSON" in out

@@ -13,14 +13,14 @@ from pathlib import Path
 from .. import api
 from ..engine.progress import ProgressEvent, TqdmBar, want_bar
 from ..errors import HcpsyncError, UsageError
-from ..journal import Journal, open_journal_if_any, status_of
+from ..journal import status_of
 from ..models import Selection
 from ..text import say
-from ..verify import list_packages, verify_tree
+from ..verify import list_packages
 from ..verify.tree import check_dest, discover_subjects
 from .codes import EXIT_FAILED, EXIT_OK
 from .options import config_from, journal_from, selection_from, storage_from, subjects_from
-from .render import describe, render, retry_hint
+from .render import render, retry_hint
 
 
 @contextmanager
@@ -82,17 +82,14 @@ async def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _verify_selection(args: argparse.Namespace, jnl: Journal | None) -> Selection:
-    """What ``verify`` checks: the arguments' selection; with none given, the selection the last
-    pull into DEST recorded in its journal; else every subject folder in DEST."""
+def _verify_selection(args: argparse.Namespace) -> Selection | None:
+    """The selection the options give (subjects default to the subject folders in DEST); None
+    when they give none and a pull into DEST recorded one: then ``api.check`` takes that."""
+    chosen = args.subject or args.subjects_file or args.path or args.include or args.exclude or args.package
+    if not chosen and api.last_selection(args.dest) is not None:
+        return None
     subjects = subjects_from(args)
-    chosen = subjects or args.path or args.include or args.exclude or args.package
-    recorded = jnl.recorded_selection() if jnl is not None and not chosen else None
-    if recorded is not None:
-        say(f"hcpsync: verifying the selection of the last pull into {args.dest} ({describe(recorded)}); "
-            "give --subject/--path/--include/--exclude/--package to check another", sys.stderr)
-        return recorded
-    if not subjects:  # default: the subject folders in DEST
+    if not subjects:
         subjects = discover_subjects(check_dest(args.dest))
         if not subjects:
             raise UsageError(f"no subject folders under {args.dest}: give --subject ID")
@@ -100,22 +97,14 @@ def _verify_selection(args: argparse.Namespace, jnl: Journal | None) -> Selectio
 
 
 async def cmd_verify(args: argparse.Namespace) -> int:
-    # the journal of a pull into DEST caches verified checksums (by size and mtime)
-    jnl = open_journal_if_any(Path(args.dest))
-    try:
-        sel = _verify_selection(args, jnl)
-        with progress_bar(args, desc="verify") as bar:
+    with progress_bar(args, desc="verify") as bar:
 
-            def progress(files: int, files_total: int, done: int, total: int) -> None:
-                if bar is not None:
-                    bar(ProgressEvent(files, files_total, done, total, 0, 0.0))
+        def progress(files: int, files_total: int, done: int, total: int) -> None:
+            if bar is not None:
+                bar(ProgressEvent(files, files_total, done, total, 0, 0.0))
 
-            report = await verify_tree(args.dest, sel, offline=args.offline, full=args.full, jobs=args.jobs,
-                                       storage=None if args.offline else storage_from(args), progress=progress,
-                                       cache=jnl.checksum_cache() if jnl is not None else None)
-    finally:
-        if jnl is not None:
-            jnl.close()
+        report = await api.check(_verify_selection(args), args.dest, offline=args.offline, full=args.full, jobs=args.jobs,
+                                 storage=None if args.offline else storage_from(args), progress=progress)
     render(report, args.json)
     return EXIT_OK if report.ok else EXIT_FAILED
 

@@ -14,7 +14,7 @@ from functools import singledispatch
 from typing import TextIO
 
 from ..journal import JournalStatus
-from ..models import DEFAULT_BUCKET, DEFAULT_RELEASE, Plan, PullReport, Selection
+from ..models import Plan, PullReport, Selection
 from ..text import say
 from ..verify.packages import PackagesReport
 from ..verify.tree import VerifyReport
@@ -28,21 +28,6 @@ def human(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
-
-
-def describe(sel: Selection) -> str:
-    """A selection as the options that give it: ``--subject 100307 --path T1w``."""
-    subjects = sel.subjects if len(sel.subjects) <= 5 else ()
-    opts = [("--subject", subjects), ("--path", sel.paths), ("--include", sel.includes),
-            ("--exclude", sel.excludes), ("--package", sel.packages)]
-    words = [f"{flag} {shlex.quote(v)}" for flag, values in opts for v in values]
-    if not subjects:
-        words.insert(0, f"--subjects-file FILE ({len(sel.subjects)} subjects)")
-    if sel.release != DEFAULT_RELEASE:
-        words.insert(0, f"--release {shlex.quote(sel.release)}")
-    if sel.bucket != DEFAULT_BUCKET:
-        words.insert(0, f"--bucket {shlex.quote(sel.bucket)}")
-    return " ".join(words)
 
 
 def render(result: Result, as_json: bool, out: TextIO | None = None) -> None:
@@ -146,10 +131,10 @@ def _status(st: JournalStatus) -> Iterator[str]:
     yield f"active: {'yes, pid ' + str(st.active_pid) if st.active_pid else 'no'}"
     sel = Selection.from_json(st.selection)
     if sel is not None:
-        yield f"selection: {describe(sel)}"
+        yield f"selection: {sel.as_options()}"
         todo = st.files_partial + st.files_pending
         what = f"to resume ({todo} files to go)" if todo else "to update"
-        yield f"{what}: hcpsync pull {describe(sel)} --dest {shlex.quote(st.dest)} (with your --profile or --endpoint-url)"
+        yield f"{what}: hcpsync pull {sel.as_options()} --dest {shlex.quote(st.dest)} (with your --profile or --endpoint-url)"
 
 
 @text_lines.register
