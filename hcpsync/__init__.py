@@ -1,6 +1,6 @@
 """hcpsync: async, resumable, checksum-verified bulk downloads of HCP data on S3."""
 
-from .api import Mirror, SubjectMirror, plan, plan_sync, pull, pull_sync, run_sync
+from .api import Mirror, SubjectMirror, check, check_sync, last_selection, plan, plan_sync, pull, pull_sync, run_sync
 from .config import TransferConfig
 from .engine.progress import ProgressEvent
 from .errors import HcpsyncError
@@ -22,6 +22,9 @@ __all__ = [
     "TransferConfig",
     "VerifyReport",
     "__version__",
+    "check",
+    "check_sync",
+    "last_selection",
     "plan",
     "plan_sync",
     "pull",

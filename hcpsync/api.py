@@ -13,26 +13,33 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import os
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypedDict, TypeVar
 
 from .config import TransferConfig
 from .engine.events import Listener
 from .engine.progress import ProgressCallback
 from .errors import HcpsyncError
+from .journal import Journal, open_journal_if_any
 from .models import DEFAULT_BUCKET, DEFAULT_RELEASE, Plan, PullReport, Selection, as_items
 from .planning import plan_for
 from .planning.listing import build_plan
 from .run import PullOptions, run_pull
 from .store.s3 import S3Storage, StorageOptions
+from .verify import VerifyReport, verify_tree
+from .verify.tree import VerifyProgress
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 class S3Access(TypedDict, total=False):
@@ -105,35 +112,136 @@ async def pull(
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` to completion from blocking code, even when an event loop is already
-    running in this thread (a Jupyter cell): then it runs on a fresh loop in a helper thread."""
+    running in this thread (a Jupyter cell): then it runs on a fresh loop in a helper thread.
+
+    A KeyboardInterrupt (the notebook's "interrupt the kernel") while the helper thread runs
+    cancels the coroutine's task on the helper loop and waits for it to unwind (connections,
+    files, the destination's lock closed and released), then is raised to the caller."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(coro)
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(coro)
     box: dict[str, Any] = {}
+    done = threading.Event()  # not Thread.join: an interrupted join can break it (bpo-45274)
 
     def target() -> None:
         try:
-            box["value"] = asyncio.run(coro)
+            box["value"] = loop.run_until_complete(task)
         except BaseException as exc:  # re-raised in the caller's thread
             box["error"] = exc
+        finally:
+            _close_loop(loop)
+            done.set()
 
-    thread = threading.Thread(target=target, name="hcpsync-sync", daemon=True)
-    thread.start()
-    thread.join()
+    threading.Thread(target=target, name="hcpsync-sync", daemon=True).start()
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing to cancel
+            loop.call_soon_threadsafe(task.cancel)
+        _wait_unwinding(done)
+        raise
     if "error" in box:
         raise box["error"]
     return box["value"]  # type: ignore[no-any-return]
 
 
-def plan_sync(selection: Selection, **kwargs: Any) -> Plan:
-    """Blocking twin of :func:`plan`."""
-    return run_sync(plan(selection, **kwargs))
+def _wait_unwinding(done: threading.Event) -> None:
+    """Wait for a cancelled helper thread to unwind; a second interrupt meanwhile does not cut it short."""
+    while not done.is_set():
+        try:
+            done.wait()
+        except KeyboardInterrupt:
+            continue
 
 
-def pull_sync(selection: Selection | Plan, dest: str | os.PathLike[str], **kwargs: Any) -> PullReport:
-    """Blocking twin of :func:`pull`."""
-    return run_sync(pull(selection, dest, **kwargs))
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """What ``asyncio.run`` does on the way out: cancel leftovers, shut down async generators."""
+    try:
+        leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for t in leftovers:
+            t.cancel()
+        if leftovers:
+            loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()
+
+
+def _blocking_twin(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+    """The blocking twin of coroutine function ``fn``, with ``fn``'s typed signature (a type
+    checker catches ``concurency=3``; ``help()`` and ``inspect.signature`` show every keyword)."""
+
+    @functools.wraps(fn)
+    def twin(*args: P.args, **kwargs: P.kwargs) -> T:
+        return run_sync(fn(*args, **kwargs))
+
+    twin.__name__ = twin.__qualname__ = f"{fn.__name__}_sync"
+    twin.__doc__ = (f"Blocking twin of :func:`{fn.__name__}` (runs it with :func:`run_sync`: from a script, or a "
+                    f"notebook cell, where an interrupt stops it cleanly).\n\n{fn.__doc__ or ''}")
+    return twin
+
+
+async def check(
+    selection: Selection | None,
+    dest: str | os.PathLike[str],
+    *,
+    offline: bool = False,
+    full: bool = False,
+    jobs: int | None = None,
+    config: TransferConfig | None = None,
+    progress: VerifyProgress | None = None,
+    **access: Unpack[S3Access],
+) -> VerifyReport:
+    """Verify the files of ``selection`` under ``dest`` against HCP's ``.xdlm`` manifests (the
+    shape of :func:`pull`); returns a :class:`~hcpsync.verify.VerifyReport` (``ok``, ``counts``).
+
+    ``selection`` None: the selection the last pull into ``dest`` recorded in its journal (so a
+    check after ``pull(Selection(paths=["T1w"]), dest)`` reports nothing else missing), else
+    every subject folder in ``dest``.  ``offline``: use the manifests a pull kept under
+    ``DEST/<subject>/.xdlm/``, no network.  Checksums a pull's journal recorded are reused for
+    files unchanged since; ``full`` hashes everything again.  S3 access: see :class:`S3Access`.
+    """
+    storage = _storage_options(access)
+    root, jnl = _dest_and_journal(dest)
+    try:
+        notes: list[str] = []
+        if selection is None and jnl is not None:
+            selection = jnl.recorded_selection()
+            if selection is not None:
+                notes.append(f"checked the selection of the last pull into {root}: {selection.as_options()}")
+        report = await verify_tree(root, selection, offline=offline, full=full, jobs=jobs, config=config,
+                                   storage=None if offline else storage, progress=progress,
+                                   cache=jnl.checksum_cache() if jnl is not None else None)
+    finally:
+        if jnl is not None:
+            jnl.close()
+    return replace(report, notes=(*notes, *report.notes))
+
+
+def last_selection(dest: str | os.PathLike[str]) -> Selection | None:
+    """The selection of the last pull into ``dest`` (what :func:`check` checks by default), if any."""
+    _, jnl = _dest_and_journal(dest)
+    if jnl is None:
+        return None
+    try:
+        return jnl.recorded_selection()
+    finally:
+        jnl.close()
+
+
+def _dest_and_journal(dest: str | os.PathLike[str]) -> tuple[Path, Journal | None]:
+    """``dest`` (``~`` expanded), and its journal when a pull into it left one (None while a pull runs)."""
+    root = Path(dest).expanduser()
+    return root, open_journal_if_any(root)
+
+
+plan_sync = _blocking_twin(plan)
+pull_sync = _blocking_twin(pull)
+check_sync = _blocking_twin(check)
 
 
 class Mirror:
@@ -155,7 +263,7 @@ class Mirror:
         progress: ProgressCallback | None = None,
         **access: Unpack[S3Access],
     ) -> None:
-        self.dest = Path(dest)
+        self.dest = Path(dest).expanduser()  # "~/hcp": the paths returned exist as given
         self.bucket = bucket
         self.release = release
         self.config = config or TransferConfig()
@@ -164,10 +272,16 @@ class Mirror:
         self.last_report: PullReport | None = None
 
     def subject(self, subject: str) -> SubjectMirror:
+        """One subject of the mirror (``"100307"``): ask it for :meth:`SubjectMirror.files`.
+        Nothing is fetched until then."""
         return SubjectMirror(self, subject)
 
 
 class SubjectMirror:
+    """One subject of a :class:`Mirror`: :meth:`files` (blocking) or :meth:`afiles` (async)
+    return the local paths of its files under some paths, fetching only what is missing or
+    incomplete; a file that cannot be fetched raises :class:`~hcpsync.errors.HcpsyncError`."""
+
     def __init__(self, mirror: Mirror, subject: str) -> None:
         self.mirror = mirror
         self.subject = subject

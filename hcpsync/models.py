@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .errors import SelectionError
+from .errors import HcpsyncError, SelectionError
 
 DEFAULT_BUCKET = "hcp-openaccess"
 DEFAULT_RELEASE = "HCP_1200"
@@ -122,6 +123,31 @@ class Selection:
             "packages": list(self.packages),
         }
 
+    def as_options(self) -> str:
+        """The selection as the command-line options that give it: ``--subject 100307 --path T1w``."""
+        subjects = self.subjects if len(self.subjects) <= 5 else ()
+        opts = [("--subject", subjects), ("--path", self.paths), ("--include", self.includes),
+                ("--exclude", self.excludes), ("--package", self.packages)]
+        words = [f"{flag} {shlex.quote(v)}" for flag, values in opts for v in values]
+        if not subjects:
+            words.insert(0, f"--subjects-file FILE ({len(self.subjects)} subjects)")
+        if self.release != DEFAULT_RELEASE:
+            words.insert(0, f"--release {shlex.quote(self.release)}")
+        if self.bucket != DEFAULT_BUCKET:
+            words.insert(0, f"--bucket {shlex.quote(self.bucket)}")
+        return " ".join(words)
+
+    @classmethod
+    def from_json(cls, doc: object) -> Selection | None:
+        """The selection :meth:`to_json` wrote (a journal's), or None when ``doc`` is no valid one."""
+        if not isinstance(doc, dict):
+            return None
+        try:
+            return cls(subjects=tuple(doc["subjects"]), bucket=doc["bucket"], release=doc["release"],
+                       **{k: tuple(doc.get(k, ())) for k in ("paths", "includes", "excludes", "packages")})
+        except (KeyError, TypeError, ValueError, HcpsyncError):
+            return None
+
 
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
@@ -230,6 +256,9 @@ class PullReport:
     notes: tuple[str, ...] = field(default=())
     verified_files: int = 0
     unverified_files: int = 0
+    #: the destination folder, and the journal that makes the pull resumable (None: ``journal=False``)
+    dest: str = ""
+    journal: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -241,8 +270,12 @@ class PullReport:
         return self.transferred_bytes / self.elapsed if self.elapsed > 0 else 0.0
 
     def to_json(self) -> dict[str, object]:
+        """The report as plain JSON data (what ``pull --json`` prints): counts of files and bytes,
+        every failure with its key and reason, the destination and the journal."""
         return {
             "ok": self.ok,
+            "dest": self.dest,
+            "journal": self.journal,
             "planned": {"files": self.planned_files, "bytes": self.planned_bytes},
             "transferred": {"files": self.transferred_files, "bytes": self.transferred_bytes},
             "skipped": {"files": self.skipped_files, "bytes": self.skipped_bytes},

@@ -13,7 +13,7 @@ from .planning import plan_for
 from .store import ObjectStore
 from .verify.cache import VerifiedCache
 from .verify.checker import PullVerifier
-from .verify.manifests import ManifestSet, fetch_manifests_for_plan, manifest_notes
+from .verify.manifests import ManifestSet, fetch_manifests_for_plan, keep_manifests, manifest_notes
 
 
 @dataclass
@@ -42,7 +42,8 @@ async def prepare_pull(
 ) -> PreparedPull:
     """Plan ``selection`` (resolving packages) and set up the verification of the pull.
 
-    The manifests of the plan's subjects are fetched now when some file is to be downloaded
+    The manifests the pull checks against are kept under ``DEST/<subject>/.xdlm/`` (for
+    ``verify --offline``).  The manifests of the plan's subjects are fetched now when some file is to be downloaded
     (or ``dest`` is not given); when every file already looks complete, only if one turns
     out to need downloading after all (so a re-run of a finished pull makes no GET).
     """
@@ -52,14 +53,19 @@ async def prepare_pull(
         plan, mset = await plan_for(storage, selection)
     if not verify:
         return PreparedPull(plan, None)
+    pulled = {o.relpath for o in plan.objects}
     if mset is not None:
-        return PreparedPull(plan, PullVerifier(mset.index, cache))
+        return PreparedPull(plan, PullVerifier(mset.index, cache), keep_manifests(mset, dest, pulled) if dest else [])
 
     async def load() -> ManifestSet:
-        return await fetch_manifests_for_plan(storage, plan)
+        fetched = await fetch_manifests_for_plan(storage, plan)
+        if dest is not None:
+            kept_notes.extend(keep_manifests(fetched, dest, pulled))
+        return fetched
 
+    kept_notes: list[str] = []
     if dest is not None and not _anything_to_fetch(plan, dest):
         return PreparedPull(plan, PullVerifier(None, cache, loader=load))
     mset = await load()
     notes = [n for n in manifest_notes(mset) if n not in plan.notes]
-    return PreparedPull(plan, PullVerifier(mset.index, cache), notes)
+    return PreparedPull(plan, PullVerifier(mset.index, cache), notes + kept_notes)

@@ -10,10 +10,12 @@ get more rounds here.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .config import TransferConfig
@@ -26,6 +28,7 @@ from .errors import EtagMismatchError, HcpsyncError, ObjectChangedError, Verific
 from .journal.resume import JournalGate, check_partials
 from .journal.session import PullSession
 from .models import Plan, PlannedObject, PullReport, Selection
+from .paths import STATE_DIR
 from .planning.schedule import schedule
 from .prepare import prepare_pull
 from .store import ObjectStore, S3Storage, StorageOptions
@@ -59,11 +62,45 @@ class _Rounds:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _Fresh:
+    """What a pull creates before it has a plan (DEST, ``DEST/.hcpsync/``): removed again when it
+    stops before that (no credentials, a bad selection), so a failed first pull leaves nothing."""
+
+    dest: Path
+    dest_is_new: bool
+    state_is_new: bool
+    planned: bool = False
+
+    @classmethod
+    def before(cls, dest: str | os.PathLike[str]) -> _Fresh:
+        path = Path(dest).expanduser()
+        return cls(path, not os.path.lexists(path), not os.path.lexists(path / STATE_DIR))
+
+    def undo(self) -> None:
+        if self.planned:
+            return
+        state = self.dest / STATE_DIR
+        if self.state_is_new and state.is_dir() and not state.is_symlink():
+            shutil.rmtree(state, ignore_errors=True)
+        if self.dest_is_new:
+            with contextlib.suppress(OSError):
+                os.rmdir(self.dest)  # only if empty
+
+
 async def run_pull(selection: Selection | Plan, dest: str | os.PathLike[str], opts: PullOptions) -> PullReport:
     """Download ``selection`` to ``dest``; see :func:`hcpsync.api.pull`."""
+    fresh = _Fresh.before(dest)
+    try:
+        return await _run_pull(selection, prepare_dest(dest), opts, fresh)
+    except BaseException:
+        fresh.undo()
+        raise
+
+
+async def _run_pull(selection: Selection | Plan, root: Path, opts: PullOptions, fresh: _Fresh) -> PullReport:
     t0 = time.monotonic()
     cfg, notes = fit_to_fd_limit(opts.config)
-    root = prepare_dest(dest)
     async with PullSession(root, prepare_state_dir(root) / "lock", opts.journal, opts.reset_journal) as session:
         jnl = session.journal
         claim_source(root, selection.selection if isinstance(selection, Plan) else selection,
@@ -72,6 +109,7 @@ async def run_pull(selection: Selection | Plan, dest: str | os.PathLike[str], op
             prepared = await prepare_pull(s3, selection, dest=root, verify=opts.verify,
                                           cache=jnl.checksum_cache() if jnl is not None else None)
             the_plan, verifier = prepared.plan, prepared.verifier
+            fresh.planned = True
             notes += [*the_plan.notes, *prepared.notes]
             listeners: list[Listener] = []
             gate = None
@@ -96,7 +134,8 @@ async def run_pull(selection: Selection | Plan, dest: str | os.PathLike[str], op
             session.finish(f"stopped: {rounds.result.fatal}", {})
             raise rounds.result.fatal
         notes += rounds.notes + (verifier.notes if verifier is not None else [])
-        report = _report(the_plan, rounds.result, notes, verifier, requests, time.monotonic() - t0)
+        report = replace(_report(the_plan, rounds.result, notes, verifier, requests, time.monotonic() - t0),
+                         dest=str(root), journal=str(jnl.path) if jnl is not None else None)
         session.finish("complete" if report.ok else f"{len(report.failed)} failed", {
             "transferred_files": report.transferred_files, "transferred_bytes": report.transferred_bytes,
             "failed": len(report.failed)})

@@ -304,7 +304,8 @@ def test_package_selects_exactly_its_files(
     assert main(["pull", "--bucket", bucket, "--subject", "100408", "--package", PKG_MOTOR_UNPROC,
                  "--dest", str(tmp_path / "d"), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert set(tree_files(tmp_path / "d")) == unproc
+    # exactly the package, and the manifests it was checked against (kept for verify --offline)
+    assert {p for p in tree_files(tmp_path / "d") if "/.xdlm/" not in p} == unproc
     assert doc["verified"] == len(unproc) and doc["planned"]["files"] == len(unproc)
 
 

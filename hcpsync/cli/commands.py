@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -12,13 +14,15 @@ from .. import api
 from ..dest import refuse_uri
 from ..doctor import DEFAULT_RELEASES, run_doctor
 from ..engine.progress import ProgressEvent, TqdmBar, want_bar
-from ..errors import UsageError
-from ..journal import open_journal_if_any, status_of
-from ..verify import list_packages, verify_tree
+from ..errors import HcpsyncError, UsageError
+from ..journal import status_of
+from ..models import Selection
+from ..text import say
+from ..verify import list_packages
 from ..verify.tree import check_dest, discover_subjects
 from .codes import EXIT_FAILED, EXIT_OK
 from .options import config_from, dest_from, journal_from, selection_from, storage_from, subjects_from
-from .render import Result, render
+from .render import Result, render, retry_hint
 
 
 @contextmanager
@@ -50,11 +54,28 @@ async def cmd_pull(args: argparse.Namespace) -> int:
     if args.dryrun:  # aws-cli's --dryrun: what would be fetched, nothing written
         render_unless_quiet(await api.plan(sel, config=cfg, storage=opts), args)
         return EXIT_OK
-    with progress_bar(args) as bar:
-        report = await api.pull(sel, dest, config=cfg, storage=opts, progress=bar,
-                                journal=journal, reset_journal=args.reset_journal, verify=not args.no_verify)
+    try:
+        with progress_bar(args) as bar:
+            report = await api.pull(sel, dest, config=cfg, storage=opts, progress=bar,
+                                    journal=journal, reset_journal=args.reset_journal, verify=not args.no_verify)
+    except asyncio.CancelledError:
+        if args.json:  # a JSON reader still gets a document: where things stand
+            render_interrupted(dest, None if journal is False else journal)
+        raise
     render_unless_quiet(report, args, report.ok)
+    if args.json and not report.ok:
+        say(f"hcpsync: {retry_hint(report)}", sys.stderr)
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def render_interrupted(dest: str, journal: str | bool | None) -> None:
+    """``pull --json`` interrupted: the destination and what its journal now says."""
+    path = Path(journal) if isinstance(journal, str) else None
+    try:
+        status: object = status_of(Path(dest).expanduser(), path).to_json() if journal is not None else None
+    except HcpsyncError:
+        status = None
+    print(json.dumps({"ok": False, "interrupted": True, "dest": dest, "status": status}, indent=1, ensure_ascii=True))
 
 
 async def cmd_demo(args: argparse.Namespace) -> int:
@@ -73,29 +94,30 @@ async def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def cmd_verify(args: argparse.Namespace) -> int:
+def _verify_selection(args: argparse.Namespace) -> Selection | None:
+    """The selection the options give (subjects default to the subject folders in DEST); None
+    when they give none and a pull into DEST recorded one: then ``api.check`` takes that."""
     refuse_uri(args.dest)
+    chosen = args.subject or args.subjects_file or args.path or args.filters or args.package
+    if not chosen and api.last_selection(args.dest) is not None:
+        return None
     subjects = subjects_from(args)
-    if not subjects:  # default: the subject folders in DEST
+    if not subjects:
         subjects = discover_subjects(check_dest(args.dest))
         if not subjects:
             raise UsageError(f"no subject folders under {args.dest}: give --subject ID")
-    sel = selection_from(args, subjects)
-    # the journal of a pull into DEST caches verified checksums (by size and mtime)
-    jnl = open_journal_if_any(Path(args.dest))
-    try:
-        with progress_bar(args, desc="verify") as bar:
+    return selection_from(args, subjects)
 
-            def progress(files: int, files_total: int, done: int, total: int) -> None:
-                if bar is not None:
-                    bar(ProgressEvent(files, files_total, done, total, 0, 0.0))
 
-            report = await verify_tree(args.dest, sel, offline=args.offline, full=args.full, jobs=args.jobs,
-                                       storage=None if args.offline else storage_from(args), progress=progress,
-                                       cache=jnl.checksum_cache() if jnl is not None else None)
-    finally:
-        if jnl is not None:
-            jnl.close()
+async def cmd_verify(args: argparse.Namespace) -> int:
+    with progress_bar(args, desc="verify") as bar:
+
+        def progress(files: int, files_total: int, done: int, total: int) -> None:
+            if bar is not None:
+                bar(ProgressEvent(files, files_total, done, total, 0, 0.0))
+
+        report = await api.check(_verify_selection(args), args.dest, offline=args.offline, full=args.full, jobs=args.jobs,
+                                 storage=None if args.offline else storage_from(args), progress=progress)
     render_unless_quiet(report, args, report.ok)
     return EXIT_OK if report.ok else EXIT_FAILED
 

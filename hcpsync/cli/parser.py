@@ -91,17 +91,35 @@ def add_transfer_args(p: argparse.ArgumentParser) -> None:
 
 _JOURNAL_HELP = "journal file (default DIR/.hcpsync/journal.sqlite)"
 
+#: one example a subcommand, shown at the end of its --help
+EXAMPLES = {
+    "plan": "hcpsync plan --profile hcp s3://hcp-openaccess/HCP_1200/100307/T1w/ --include '*.nii.gz'",
+    "pull": "hcpsync pull --profile hcp s3://hcp-openaccess/HCP_1200/100307/T1w/ /data/hcp",
+    "status": "hcpsync status --dest /data/hcp",
+    "verify": "hcpsync verify --dest /data/hcp --offline   # the last pull's selection, its kept manifests",
+    "packages": "hcpsync packages --profile hcp --subject 100307",
+    "demo": "hcpsync demo --dest /tmp/hcpsync-demo",
+    "doctor": "hcpsync doctor --profile hcp --dest /data/hcp",
+}
+
+
+def _subparser(sub: Any, name: str, summary: str) -> argparse.ArgumentParser:
+    """A subcommand's parser: ``summary`` in the command list and atop its --help, an example below."""
+    p: argparse.ArgumentParser = sub.add_parser(name, help=summary, description=summary[:1].upper() + summary[1:] + ".",
+                                                epilog=f"example:\n  {EXAMPLES[name]}",
+                                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    return p
+
 
 def _add_plan(sub: Any) -> None:
-    p = sub.add_parser("plan", help="list what a selection covers (files, bytes, per subject): the dry run of pull",
-                       description="List what a selection covers: the dry run of 'pull' (as 'pull --dryrun').")
+    p = _subparser(sub, "plan", "list what a selection covers (files, bytes, per subject): the dry run of pull")
     add_selection_args(p, source=True)
     add_storage_args(p)
     p.add_argument("--json", action="store_true", help="print the plan, with every object, as JSON")
 
 
 def _add_pull(sub: Any) -> None:
-    p = sub.add_parser("pull", help="download a selection")
+    p = _subparser(sub, "pull", "download a selection")
     add_selection_args(p, source=True)
     p.add_argument("dest_dir", nargs="?", metavar="DEST", help="local folder, as --dest")
     p.add_argument("--dest", metavar="DIR", help="local folder: keys land at DIR/<key minus release prefix>")
@@ -119,16 +137,17 @@ def _add_pull(sub: Any) -> None:
 
 
 def _add_status(sub: Any) -> None:
-    p = sub.add_parser("status", help="what a destination's journal says: complete / partial / pending, last run")
-    p.add_argument("--dest", required=True, metavar="DIR")
+    p = _subparser(sub, "status", "what a destination's journal says: complete / partial / pending, last run")
+    p.add_argument("--dest", required=True, metavar="DIR", help="the destination folder of a pull")
     p.add_argument("--journal", metavar="PATH", help=_JOURNAL_HELP)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the status as JSON on stdout")
 
 
 def _add_verify(sub: Any) -> None:
-    p = sub.add_parser("verify", help="check a local tree against HCP's .xdlm checksum manifests")
+    p = _subparser(sub, "verify", "check a local tree against HCP's .xdlm checksum manifests")
     add_selection_args(p)
-    p.add_argument("--dest", required=True, metavar="DIR", help="local tree (subjects default to the subject folders in DIR)")
+    p.add_argument("--dest", required=True, metavar="DIR",
+                   help="local tree (default selection: the last pull's into DIR, else every subject folder in DIR)")
     p.add_argument("--offline", action="store_true", help="use the manifests under DIR/<subject>/.xdlm/; no network")
     p.add_argument("--full", action="store_true", help="hash every file, even those whose checksum is cached")
     p.add_argument("--jobs", type=int, default=None, metavar="N", help="hashing threads (default: one per CPU)")
@@ -139,21 +158,21 @@ def _add_verify(sub: Any) -> None:
 
 
 def _add_packages(sub: Any) -> None:
-    p = sub.add_parser("packages", help="list the HCP download packages of subjects, with files and sizes")
+    p = _subparser(sub, "packages", "list the HCP download packages of subjects, with files and sizes")
     _add_source_args(p.add_argument_group("selection"), "", required=True)
     add_storage_args(p)
     p.add_argument("--json", action="store_true", help="print the packages as JSON")
 
 
 def _add_demo(sub: Any) -> None:
-    p = sub.add_parser("demo", help="pull a synthetic HCP subject from a local S3 endpoint (no credentials needed)")
+    p = _subparser(sub, "demo", "pull a synthetic HCP subject from a local S3 endpoint (no credentials needed)")
     p.add_argument("--dest", default="hcpsync-demo", metavar="DIR", help="where to download (default ./hcpsync-demo)")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout (the demo's talk goes to stderr)")
 
 
 def _add_doctor(sub: Any) -> None:
-    p = sub.add_parser("doctor", help="check credentials, clock, region, release access, TLS, proxy and free space")
+    p = _subparser(sub, "doctor", "check credentials, clock, region, release access, TLS, proxy and free space")
     p.add_argument("--bucket", default=DEFAULT_BUCKET, help=f"S3 bucket (default {DEFAULT_BUCKET})")
     p.add_argument("--release", action="append", default=[], help="release prefix to check access to (repeatable; default HCP_1200 and HCP_Retest)")
     p.add_argument("--dest", metavar="DIR", help="where you will download: checks it is writable, and its free space")

@@ -7,6 +7,7 @@ come out as ``\\u`` escapes); text goes line by line through :func:`hcpsync.text
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from collections.abc import Iterator
 from functools import singledispatch
@@ -14,7 +15,7 @@ from typing import TextIO
 
 from ..doctor import DoctorReport
 from ..journal import JournalStatus
-from ..models import Plan, PullReport
+from ..models import Plan, PullReport, Selection
 from ..text import say
 from ..verify.packages import PackagesReport
 from ..verify.tree import VerifyReport
@@ -79,6 +80,16 @@ def _pull(report: PullReport) -> Iterator[str]:
         yield f"  ... and {len(report.failed) - 10} more (see --json)"
     for note in report.notes[:20]:
         yield f"  note: {note}"
+    if report.dest:
+        yield f"destination {report.dest}"
+        yield f"journal     {report.journal or 'none (--no-journal): only complete files are kept for a re-run'}"
+    if report.failed:
+        yield retry_hint(report)
+
+
+def retry_hint(report: PullReport) -> str:
+    """What to do after a pull with failures."""
+    return f"run the same command again to retry the {len(report.failed)} failed (complete files are skipped)"
 
 
 @text_lines.register
@@ -106,6 +117,10 @@ def _verify(report: VerifyReport) -> Iterator[str]:
 
 @text_lines.register
 def _status(st: JournalStatus) -> Iterator[str]:
+    if not st.path:
+        yield f"nothing pulled into {st.dest} yet (it has no hcpsync journal)"
+        yield f"start with: hcpsync pull --subject ID --dest {shlex.quote(st.dest)}"
+        return
     yield f"journal {st.path}"
     yield f"{'complete':<9} {st.files_complete:>8} files  {human(st.bytes_complete):>11}"
     yield f"{'partial':<9} {st.files_partial:>8} files  {human(st.bytes_partial_done):>11} done"
@@ -115,6 +130,12 @@ def _status(st: JournalStatus) -> Iterator[str]:
         lr = st.last_run
         yield f"last run: started {lr['started']}, {'ended ' + lr['ended'] if lr['ended'] else 'not ended'}: {lr['outcome']}"
     yield f"active: {'yes, pid ' + str(st.active_pid) if st.active_pid else 'no'}"
+    sel = Selection.from_json(st.selection)
+    if sel is not None:
+        yield f"selection: {sel.as_options()}"
+        todo = st.files_partial + st.files_pending
+        what = f"to resume ({todo} files to go)" if todo else "to update"
+        yield f"{what}: hcpsync pull {sel.as_options()} --dest {shlex.quote(st.dest)} (with your --profile or --endpoint-url)"
 
 
 @text_lines.register

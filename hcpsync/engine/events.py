@@ -3,7 +3,8 @@
 The pool *emits* frozen outcome records, in the order things happen, to listeners (the
 journal, the verifier's checksum cache, the report's tally)::
 
-    PartDone      a byte range of a ranged object is in its temp file (with its CRC-32)
+    PartDone      a byte range of a ranged object is in its temp file (with its CRC-32): a whole
+                  part, or, on a clean stop, as far as an interrupted part got
     FileDone      an object is at its final path (with the MD5 it was verified against, if any)
     FileSkipped   an object was already complete; no request was made
     FileFailed    an object failed (its temp file kept for a later run, or removed)
@@ -33,7 +34,8 @@ from ..models import Part, PlannedObject
 
 @dataclass(frozen=True, slots=True)
 class PartDone:
-    """``part``'s bytes are written to the temp file; ``crc`` is their CRC-32."""
+    """``part``'s bytes are written to the temp file; ``crc`` is their CRC-32.  On a clean stop
+    (Ctrl-C, a full disk) ``part`` is the prefix of an interrupted part that was written."""
 
     part: Part
     crc: int

@@ -27,7 +27,7 @@ from ..config import TransferConfig
 from ..errors import DiskFullError, HcpsyncError, UnsafePathError
 from ..models import Failure, Part, PlannedObject
 from ..paths import DestGuard, fold_name, temp_path_for
-from ..planning.schedule import is_ranged, split_parts
+from ..planning.schedule import is_ranged, missing_parts, split_parts
 from ..store import ObjectStore, RetryPolicy
 from ..store.ratelimit import RateLimiter
 from .events import Checker, FileDone, FileFailed, FileSkipped, Gate, Listener, NoCheck, NoGate, Outcome, PartDone
@@ -69,10 +69,6 @@ class _FileJob:
         self.error: HcpsyncError | None = None
         self.md5: Any = None  # the stream's running MD5, for single-GET objects the checker wants
         self.etag_is_md5 = True  # False once a GET said SSE-KMS / SSE-C (the ETag is no MD5)
-
-
-def _covered(start: int, end: int, ranges: list[tuple[int, int]]) -> bool:
-    return any(a <= start and end <= b for a, b in ranges)
 
 
 class TransferPool:
@@ -167,8 +163,9 @@ class TransferPool:
         ranged = is_ranged(obj.size, self.config)
         resume = self.gate.resume_ranges(obj) if ranged else []
         temp, resumed = TempFile.open(temp_path, final, bool(resume))
-        todo = [p for p in parts if not _covered(p.start, p.end, resume)] if resumed else parts
-        job = _FileJob(obj, temp, len(todo) or 1, len(parts) - len(todo))
+        todo = missing_parts(parts, resume) if resumed else parts
+        untouched = sum(1 for t in todo if (t.start, t.end) == (parts[t.index].start, parts[t.index].end))
+        job = _FileJob(obj, temp, len(todo) or 1, len(parts) - untouched)
         job.ranged = ranged
         try:
             if ranged:
@@ -228,20 +225,34 @@ class TransferPool:
                 await self._finish_file(job)
 
     async def _run_part(self, job: _FileJob, part: Part) -> None:
+        got = [0, 0]  # bytes of the part written so far, their CRC-32
         try:
-            crc = await self._fetch_part(job, part)
+            await self._fetch_part(job, part, got)
         except HcpsyncError as err:
             if isinstance(err, DiskFullError):
                 self._stop = err
             if job.error is None:
                 job.error = err
             return
+        except asyncio.CancelledError:
+            self._landed_partly(job, part, got)  # Ctrl-C: keep what the range wrote
+            raise
         # _fetch_part returns early, the part cut short, when the run stops or another part of
-        # the file failed: never count (or journal) such a part
+        # the file failed: never count such a part as done; on a stop, journal what it wrote
         if self._stop is None and job.error is None:
             job.landed += 1
             if part.ranged:
-                self._emit(PartDone(part, crc))
+                self._emit(PartDone(part, got[1]))
+        else:
+            self._landed_partly(job, part, got)
+
+    def _landed_partly(self, job: _FileJob, part: Part, got: list[int]) -> None:
+        """A clean stop cut ``part`` short after ``got[0]`` bytes: they are the range
+        ``[start, start + written)`` (CRC ``got[1]``), resumed from there by a later run."""
+        written, crc = got
+        if part.ranged and written > 0 and job.error is None:
+            job.landed += 1
+            self._emit(PartDone(Part(part.obj, part.index, part.start, part.start + written, True), crc))
 
     async def _breathe(self) -> None:
         """An object needed no request, so no await: after ``YIELD_EVERY`` of them, every worker
@@ -261,24 +272,24 @@ class TransferPool:
         if paused is not None:
             paused.set()
 
-    async def _fetch_part(self, job: _FileJob, part: Part) -> int:
-        """Fetch ``part`` into the temp file, retrying from the last byte written; returns the
-        CRC-32 of its bytes (ranged parts).  Returns early, the part cut short, when the run
-        stops or another part of the file failed."""
-        written = attempt = crc = 0
+    async def _fetch_part(self, job: _FileJob, part: Part, got: list[int]) -> None:
+        """Fetch ``part`` into the temp file, retrying from the last byte written; keeps in
+        ``got`` the bytes written so far and their CRC-32 (ranged parts).  Returns early, the
+        part cut short, when the run stops or another part of the file failed."""
+        attempt = 0
         while True:
             try:
                 async with self.storage.get(
-                    self.bucket, job.obj.key, start=part.start + written,
-                    end=part.end if (part.ranged or written) else None, etag=job.obj.etag or None, total=job.obj.size,
+                    self.bucket, job.obj.key, start=part.start + got[0],
+                    end=part.end if (part.ranged or got[0]) else None, etag=job.obj.etag or None, total=job.obj.size,
                 ) as body:
                     job.etag_is_md5 = job.etag_is_md5 and body.etag_is_md5
                     async for chunk in body.chunks(self.config.chunk_size):
                         if job.error is not None or self._stop is not None:
-                            return crc  # another part of this file failed, or the run is stopping
-                        crc = await self._write(job, part, chunk, part.start + written, crc)
-                        written += len(chunk)
-                return crc
+                            return  # another part of this file failed, or the run is stopping
+                        got[1] = await self._write(job, part, chunk, part.start + got[0], got[1])
+                        got[0] += len(chunk)
+                return
             except HcpsyncError as err:
                 if not self.retry.should_retry(err, attempt) or job.error is not None or self._stop is not None:
                     raise  # given up; or the file already failed, or the run stops: no more requests

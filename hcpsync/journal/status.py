@@ -31,10 +31,18 @@ class JournalStatus:
     last_run: dict[str, Any] | None
     active_pid: int | None
     selection: dict[str, Any] | None
+    #: the destination; ``path`` is "" when it has no journal (nothing pulled into it yet)
+    dest: str = ""
+
+    @classmethod
+    def empty(cls, dest: Path) -> JournalStatus:
+        """A destination nothing was pulled into (with a journal)."""
+        return cls("", 0, 0, 0, 0, 0, 0, 0, 0, None, None, None, str(dest))
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "journal": self.path,
+            "dest": self.dest,
+            "journal": self.path or None,
             "files": {"total": self.files_total, "complete": self.files_complete,
                       "partial": self.files_partial, "pending": self.files_pending},
             "bytes": {"total": self.bytes_total, "complete": self.bytes_complete,
@@ -68,7 +76,7 @@ def read_status(db: _Db, path: Path, active_pid: int | None, dest: Path) -> Jour
     return JournalStatus(
         str(path), total[0], total[1], complete[0], complete[1], partial[0], partial[1],
         total[0] - complete[0] - partial[0], total[1] - complete[1] - partial[2],
-        _last_run(db, active_pid), active_pid, _selection(db),
+        _last_run(db, active_pid), active_pid, _selection(db), str(dest),
     )
 
 def _last_run(db: _Db, active_pid: int | None) -> dict[str, Any] | None:
@@ -95,6 +103,8 @@ def status_of(dest: Path, journal_path: Path | None = None) -> JournalStatus:
     that fails and no pull holds the destination, open it as a pull would (which recovers, say,
     a journal whose write-ahead log was lost: a plain re-run works there too)."""
     path = journal_path or default_journal_path(dest)
+    if not path.is_file() and journal_path is None and dest.is_dir():
+        return JournalStatus.empty(dest)
     if not path.is_file():
         raise UsageError(f"no journal at {path}: nothing was pulled to {dest} with a journal yet")
     active = holder_pid(dest / STATE_DIR / "lock")

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import JournalError
-from ..models import Part, Plan, PlannedObject
+from ..models import Part, Plan, PlannedObject, Selection
 from .db import COMPLETE, REFETCH, UNKNOWN, _Db, boot_id, check_journal_path, open_database, remove_file
 
 if TYPE_CHECKING:
@@ -211,8 +211,7 @@ class Journal:
         with self._tx():
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('dest', ?)", (real,))
 
-    def recorded_source(self) -> dict[str, str] | None:
-        """The bucket and release of the last selection pulled with this journal, if any."""
+    def _selection_doc(self) -> dict[str, Any] | None:
         row = self._db.execute("SELECT value FROM meta WHERE name='selection'").fetchone()
         try:
             sel = json.loads(row[0]) if row else None
@@ -220,7 +219,16 @@ class Journal:
             return None
         if not isinstance(sel, dict) or not isinstance(sel.get("bucket"), str) or not isinstance(sel.get("release"), str):
             return None
-        return {"bucket": sel["bucket"], "release": sel["release"]}
+        return sel
+
+    def recorded_source(self) -> dict[str, str] | None:
+        """The bucket and release of the last selection pulled with this journal, if any."""
+        sel = self._selection_doc()
+        return None if sel is None else {"bucket": sel["bucket"], "release": sel["release"]}
+
+    def recorded_selection(self) -> Selection | None:
+        """The last selection pulled with this journal (what ``verify`` checks by default), if any."""
+        return Selection.from_json(self._selection_doc())
 
     def record_refetch_path(self, relpath: str) -> None:
         """The file at ``relpath`` is known bad (``verify`` found it mismatched): fetch it again."""

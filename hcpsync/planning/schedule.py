@@ -28,6 +28,25 @@ def split_parts(obj: PlannedObject, config: TransferConfig) -> list[Part]:
     return [Part(obj, i, start, min(start + ps, obj.size), True) for i, start in enumerate(range(0, obj.size, ps))]
 
 
+def missing_parts(parts: Iterable[Part], done: Iterable[tuple[int, int]]) -> list[Part]:
+    """What ``parts`` still need once the ranges ``done`` (``[start, end)``, from an earlier run)
+    are in the temp file: a part partly done (an interrupted range keeps what it wrote) leaves
+    only its missing tail (or gaps), each a part of the same index."""
+    done = sorted(done)
+    out: list[Part] = []
+    for part in parts:
+        pos = part.start
+        for a, b in done:
+            if b <= pos or a >= part.end:
+                continue
+            if a > pos:
+                out.append(Part(part.obj, part.index, pos, a, part.ranged))
+            pos = max(pos, b)
+        if pos < part.end:
+            out.append(Part(part.obj, part.index, pos, part.end, part.ranged))
+    return out
+
+
 def schedule(objects: Iterable[PlannedObject], config: TransferConfig) -> list[PlannedObject]:
     """Ranged objects first, largest first, so their long tails overlap the small files."""
     objects = list(objects)

@@ -14,12 +14,14 @@ place that maps a URI to its checksum and to the manifest that lists it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from ..errors import CredentialsError, EndpointError, HcpsyncError, ManifestError, SelectionError
 from ..models import ObjectInfo, Plan
+from ..paths import DestGuard, temp_path_for
 from ..store import ObjectStore
 from .manifest import MANIFEST_DIR, Manifest, ManifestIndex, is_manifest_key, parse_manifest
 
@@ -42,7 +44,10 @@ class ManifestSet:
         by_subject: dict[str, list[Manifest]],
         problems: Iterable[str] = (),
         source: str = "",
+        raw: Mapping[str, bytes] | None = None,
     ) -> None:
+        #: relpath (``<subject>/.xdlm/<name>``) -> the bytes of each manifest fetched from S3
+        self.raw = dict(raw or {})
         self.by_subject = {s: tuple(ms) for s, ms in by_subject.items()}
         self.manifests: tuple[Manifest, ...] = tuple(m for ms in self.by_subject.values() for m in ms)
         self.index = ManifestIndex(self.manifests)
@@ -127,6 +132,7 @@ async def fetch_manifests(
     """
     sem = asyncio.Semaphore(max(1, concurrency))
     release = release.strip("/") + "/" if release.strip("/") else ""  # empty: subjects at the bucket's top
+    raw: dict[str, bytes] = {}
 
     async def get_one(info: ObjectInfo) -> Manifest | str:
         name = info.key.rsplit("/", 1)[-1]
@@ -138,9 +144,11 @@ async def fetch_manifests(
             except HcpsyncError as err:
                 return _manifest_problem(name, err)
         try:
-            return parse_manifest(info.key, data)
+            manifest = parse_manifest(info.key, data)
         except ManifestError as err:
             return _manifest_problem(name, err)
+        raw[info.key[len(release):]] = data
+        return manifest
 
     async def one_subject(subject: str) -> tuple[list[Manifest], list[str]]:
         prefix = f"{release}{subject}/{MANIFEST_DIR}/"
@@ -158,7 +166,8 @@ async def fetch_manifests(
     subjects = list(dict.fromkeys(subjects))
     done = await asyncio.gather(*(one_subject(s) for s in subjects))
     problems = [p for _, probs in done for p in probs]
-    return ManifestSet({s: ms for s, (ms, _) in zip(subjects, done, strict=True)}, problems, f"s3://{bucket}/{release}")
+    return ManifestSet({s: ms for s, (ms, _) in zip(subjects, done, strict=True)}, problems, f"s3://{bucket}/{release}",
+                       raw)
 
 
 def _is_manifest_of(key: str, prefix: str) -> bool:
@@ -205,6 +214,39 @@ async def fetch_manifests_for_plan(storage: ObjectStore, plan: Plan) -> Manifest
             if o.subject in listed and is_manifest_key(o.key):
                 listed[o.subject].append(ObjectInfo(o.key, o.size, o.etag))
     return await fetch_manifests(storage, sel.bucket, sel.release, sel.subjects, listed=listed)
+
+
+def keep_manifests(mset: ManifestSet, dest: Path, skip: Container[str] = ()) -> list[str]:
+    """Write the manifests fetched from S3 under ``DEST/<subject>/.xdlm/``, as HCP lays them out
+    (but those in ``skip``, relpaths the pull fetches itself), so ``verify --offline`` works
+    after any pull.  A file already holding the same bytes is left alone; each one written
+    through a temp file and a rename, never through a symlink.  Returns notes on failures."""
+    guard = DestGuard(dest)
+    notes: list[str] = []
+    for rel, data in sorted(mset.raw.items()):
+        if rel in skip:
+            continue
+        try:
+            final = guard.ensure_parent(rel)
+            st = guard.final_stat(final)
+            if st is not None and st.st_size == len(data) and final.read_bytes() == data:
+                continue
+            _write_new(temp_path_for(final), data)
+            guard.check_final(final)
+            os.replace(temp_path_for(final), final)
+        except (HcpsyncError, OSError) as err:
+            notes.append(f"could not keep manifest {rel} for offline verification: {getattr(err, 'strerror', None) or err}")
+    return notes
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def manifest_notes(mset: ManifestSet) -> list[str]:
