@@ -83,7 +83,12 @@ def test_a_bad_bandwidth_suggests_a_rate(tmp_path: Path) -> None:
 
 
 def test_a_stray_positional_argument_points_at_the_subcommands_help(tmp_path: Path) -> None:
-    proc = hcpsync("pull", "--subject", "100307", "--dest", str(tmp_path), "stray")
+    proc = hcpsync("status", "--dest", str(tmp_path), "stray")
+    line = one_line(proc)
+    assert proc.returncode == 2
+    assert "stray" in line and "'hcpsync status --help'" in line
+    # pull takes a source and a destination as operands: a third one has no place
+    proc = hcpsync("pull", "s3://hcp-openaccess/HCP_1200/100307/", str(tmp_path), "stray")
     line = one_line(proc)
     assert proc.returncode == 2
     assert "stray" in line and "'hcpsync pull --help'" in line
