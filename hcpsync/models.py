@@ -47,7 +47,7 @@ def _check_filters(filters: object) -> tuple[tuple[str, str], ...]:
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Selection:
     """What to fetch: a release prefix in a bucket, some subjects, and filters.
 
@@ -73,9 +73,28 @@ class Selection:
     packages: tuple[str, ...] = ()
     filters: tuple[tuple[str, str], ...] = ()
 
-    def __post_init__(self) -> None:
-        for name in ("subjects", "paths", "includes", "excludes", "packages"):
-            object.__setattr__(self, name, as_items(getattr(self, name)))
+    def __init__(
+        self,
+        subjects: str | Iterable[str],
+        bucket: str = DEFAULT_BUCKET,
+        release: str = DEFAULT_RELEASE,
+        paths: str | Iterable[str] = (),
+        includes: str | Iterable[str] = (),
+        excludes: str | Iterable[str] = (),
+        packages: str | Iterable[str] = (),
+        filters: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """Any iterable of strings (a list, say) where the fields are tuples; a lone string is
+        one item, never its letters."""
+        items = {"subjects": subjects, "paths": paths, "includes": includes, "excludes": excludes, "packages": packages}
+        for name, value in items.items():
+            object.__setattr__(self, name, as_items(value))
+        object.__setattr__(self, "bucket", bucket)
+        object.__setattr__(self, "release", release)
+        object.__setattr__(self, "filters", filters)
+        self._check()
+
+    def _check(self) -> None:
         if not self.subjects:
             raise SelectionError("no subject selected: give --subject ID or --subjects-file FILE")
         for s in self.subjects:

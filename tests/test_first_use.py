@@ -142,6 +142,10 @@ sel = hcpsync.Selection(subjects=("100307",))
 report = hcpsync.pull_sync(sel, "/data/hcp", profile="hcp", concurency=3)
 plan = hcpsync.plan_sync(sel, profle="hcp")
 checked: hcpsync.VerifyReport = hcpsync.check_sync(sel, "/data/hcp", offline=True)
+# as README writes it: lists, and a lone string, where the fields are tuples
+readme = hcpsync.Selection(subjects=["100307"], release="HCP_1200", paths=["MNINonLinear/Results/tfMRI_MOTOR_LR"])
+lone = hcpsync.Selection(subjects="100307", filters=[("exclude", "*"), ("include", "*_MSMAll*")])
+subjects: tuple[str, ...] = readme.subjects + lone.subjects
 '''
 
 
