@@ -32,16 +32,18 @@ def missing_parts(parts: Iterable[Part], done: Iterable[tuple[int, int]]) -> lis
     """What ``parts`` still need once the ranges ``done`` (``[start, end)``, from an earlier run)
     are in the temp file: a part partly done (an interrupted range keeps what it wrote) leaves
     only its missing tail (or gaps), each a part of the same index."""
-    done = sorted(done)
+    ranges = sorted(done)
     out: list[Part] = []
+    first = 0  # ranges before ``first`` end before the current part (parts come in order)
     for part in parts:
-        pos = part.start
-        for a, b in done:
-            if b <= pos or a >= part.end:
-                continue
+        while first < len(ranges) and ranges[first][1] <= part.start:
+            first += 1
+        pos, k = part.start, first
+        while k < len(ranges) and ranges[k][0] < part.end:
+            a, b = ranges[k]
             if a > pos:
                 out.append(Part(part.obj, part.index, pos, a, part.ranged))
-            pos = max(pos, b)
+            pos, k = max(pos, b), k + 1
         if pos < part.end:
             out.append(Part(part.obj, part.index, pos, part.end, part.ranged))
     return out
