@@ -287,7 +287,9 @@ class TransferPool:
                     async for chunk in body.chunks(self.config.chunk_size):
                         if job.error is not None or self._stop is not None:
                             return  # another part of this file failed, or the run is stopping
-                        got[1] = await self._write(job, part, chunk, part.start + got[0], got[1])
+                        if self.limiter is not None:
+                            await self.limiter.acquire(len(chunk))
+                        got[1] = self._write(job, part, chunk, part.start + got[0], got[1])
                         got[0] += len(chunk)
                 return
             except HcpsyncError as err:
@@ -297,10 +299,8 @@ class TransferPool:
                 self.result.retries += 1
                 await self.retry.pause(attempt, err)
 
-    async def _write(self, job: _FileJob, part: Part, chunk: bytes, offset: int, crc: int) -> int:
-        """Write one chunk at ``offset`` (after the bandwidth cap lets it); returns the running CRC."""
-        if self.limiter is not None:
-            await self.limiter.acquire(len(chunk))
+    def _write(self, job: _FileJob, part: Part, chunk: bytes, offset: int, crc: int) -> int:
+        """Write one chunk at ``offset``; returns the running CRC (a plain call: no coroutine per chunk)."""
         job.temp.write_at(chunk, offset)
         if job.md5 is not None:
             job.md5.update(chunk)

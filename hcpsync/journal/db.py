@@ -155,6 +155,11 @@ def check_journal_path(path: Path) -> None:
         raise JournalError(f"journal {path} is a symlink; refusing to follow it: {_hint(path)}")
     if st is not None and not stat.S_ISREG(st.st_mode):
         raise JournalError(f"journal {path} is not a regular file (a folder?): move it away, or use --journal PATH")
+    make_journal_folder(path)
+
+
+def make_journal_folder(path: Path) -> None:
+    """Create the folder the journal at ``path`` lives in (one line if it cannot be)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from ..errors import HcpsyncError, JournalError
-from .db import default_journal_path
+from ..errors import HcpsyncError
+from .db import default_journal_path, make_journal_folder
 from .lock import Lock
 from .store import Journal
 
@@ -23,10 +23,7 @@ def open_bound(root: Path, journal: str | os.PathLike[str] | bool, reset: bool) 
     in_place = os.path.realpath(jpath) == os.path.realpath(default)
     jlock: Lock | None = None
     if not in_place:
-        try:
-            jpath.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise JournalError(f"cannot create the folder of journal {jpath}: {exc.strerror or exc}") from exc
+        make_journal_folder(jpath)  # the lock file goes beside the journal
         jlock = Lock(jpath.with_name(jpath.name + ".lock"))
         jlock.acquire(f"journal {jpath}")
     try:
