@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import stat
-import zlib
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from ..planning.schedule import is_ranged, missing_parts, split_parts
 from ..store import ObjectStore, RetryPolicy
 from ..store.ratelimit import RateLimiter
 from .events import Checker, FileDone, FileFailed, FileSkipped, Gate, Listener, NoCheck, NoGate, Outcome, PartDone
+from .fetch import Fetcher, Got, PartSpec, Sink
 from .progress import Progress
 from .tempfile import TempFile, local_error, resumable
 
@@ -94,8 +94,8 @@ class TransferPool:
         self.gate: Gate = gate or NoGate()
         self.checker: Checker = checker or NoCheck()
         self.listeners = tuple(listeners)
-        self.limiter = RateLimiter(config.max_bandwidth) if config.max_bandwidth else None
-        self.retry = RetryPolicy.from_config(config)
+        limiter = RateLimiter(config.max_bandwidth) if config.max_bandwidth else None
+        self.fetcher = Fetcher(storage, bucket, config.chunk_size, RetryPolicy.from_config(config), limiter)
         self.result = PoolResult()
         self._open: dict[str, _FileJob] = {}
         self._temps: dict[str, str] = {}  # folded temp path -> key being written to it
@@ -225,9 +225,10 @@ class TransferPool:
                 await self._finish_file(job)
 
     async def _run_part(self, job: _FileJob, part: Part) -> None:
-        got = [0, 0]  # bytes of the part written so far, their CRC-32
+        got = Got()  # how far the part got: bytes written, their CRC-32
         try:
-            await self._fetch_part(job, part, got)
+            await self.fetcher.fetch(_spec(job.obj, part), self._sink(job), got,
+                                     lambda: job.error is not None or self._stop is not None)
         except HcpsyncError as err:
             if isinstance(err, DiskFullError):
                 self._stop = err
@@ -237,22 +238,24 @@ class TransferPool:
         except asyncio.CancelledError:
             self._landed_partly(job, part, got)  # Ctrl-C: keep what the range wrote
             raise
+        finally:
+            job.etag_is_md5 = job.etag_is_md5 and got.etag_is_md5
+            self.result.retries += got.retries
         # _fetch_part returns early, the part cut short, when the run stops or another part of
         # the file failed: never count such a part as done; on a stop, journal what it wrote
         if self._stop is None and job.error is None:
             job.landed += 1
             if part.ranged:
-                self._emit(PartDone(part, got[1]))
+                self._emit(PartDone(part, got.crc))
         else:
             self._landed_partly(job, part, got)
 
-    def _landed_partly(self, job: _FileJob, part: Part, got: list[int]) -> None:
-        """A clean stop cut ``part`` short after ``got[0]`` bytes: they are the range
-        ``[start, start + written)`` (CRC ``got[1]``), resumed from there by a later run."""
-        written, crc = got
-        if part.ranged and written > 0 and job.error is None:
+    def _landed_partly(self, job: _FileJob, part: Part, got: Got) -> None:
+        """A clean stop cut ``part`` short after ``got.written`` bytes: they are the range
+        ``[start, start + written)`` (CRC ``got.crc``), resumed from there by a later run."""
+        if part.ranged and got.written > 0 and job.error is None:
             job.landed += 1
-            self._emit(PartDone(Part(part.obj, part.index, part.start, part.start + written, True), crc))
+            self._emit(PartDone(Part(part.obj, part.index, part.start, part.start + got.written, True), got.crc))
 
     async def _breathe(self) -> None:
         """An object needed no request, so no await: after ``YIELD_EVERY`` of them, every worker
@@ -272,43 +275,18 @@ class TransferPool:
         if paused is not None:
             paused.set()
 
-    async def _fetch_part(self, job: _FileJob, part: Part, got: list[int]) -> None:
-        """Fetch ``part`` into the temp file, retrying from the last byte written; keeps in
-        ``got`` the bytes written so far and their CRC-32 (ranged parts).  Returns early, the
-        part cut short, when the run stops or another part of the file failed."""
-        attempt = 0
-        while True:
-            try:
-                async with self.storage.get(
-                    self.bucket, job.obj.key, start=part.start + got[0],
-                    end=part.end if (part.ranged or got[0]) else None, etag=job.obj.etag or None, total=job.obj.size,
-                ) as body:
-                    job.etag_is_md5 = job.etag_is_md5 and body.etag_is_md5
-                    async for chunk in body.chunks(self.config.chunk_size):
-                        if job.error is not None or self._stop is not None:
-                            return  # another part of this file failed, or the run is stopping
-                        if self.limiter is not None:
-                            await self.limiter.acquire(len(chunk))
-                        got[1] = self._write(job, part, chunk, part.start + got[0], got[1])
-                        got[0] += len(chunk)
-                return
-            except HcpsyncError as err:
-                if not self.retry.should_retry(err, attempt) or job.error is not None or self._stop is not None:
-                    raise  # given up; or the file already failed, or the run stops: no more requests
-                attempt += 1
-                self.result.retries += 1
-                await self.retry.pause(attempt, err)
+    def _sink(self, job: _FileJob) -> Sink:
+        """Where a part of ``job`` writes its chunks: the temp file (and the stream's MD5)."""
+        write, md5, result, progress = job.temp.write_at, job.md5, self.result, self.progress
 
-    def _write(self, job: _FileJob, part: Part, chunk: bytes, offset: int, crc: int) -> int:
-        """Write one chunk at ``offset``; returns the running CRC (a plain call: no coroutine per chunk)."""
-        job.temp.write_at(chunk, offset)
-        if job.md5 is not None:
-            job.md5.update(chunk)
-        elif part.ranged:
-            crc = zlib.crc32(chunk, crc)
-        self.result.transferred_bytes += len(chunk)
-        self.progress.add_bytes(len(chunk))
-        return crc
+        def sink(chunk: memoryview | bytes, offset: int) -> None:
+            write(chunk, offset)
+            if md5 is not None:
+                md5.update(chunk)
+            result.transferred_bytes += len(chunk)
+            progress.add_bytes(len(chunk))
+
+        return sink
 
     async def _finish_file(self, job: _FileJob) -> None:
         """Every part is in (or one failed): check, commit or abort, and say so."""
@@ -340,3 +318,7 @@ class TransferPool:
             job.temp.abort(resumable(self.gate.keep_partial, job.ranged, job.landed))
         self._open.clear()
         self._temps.clear()
+
+
+def _spec(obj: PlannedObject, part: Part) -> PartSpec:
+    return PartSpec(obj.key, obj.etag or None, obj.size, part.start, part.end, part.ranged)

@@ -84,7 +84,7 @@ class TempFile:
             if exc.errno == errno.ENOSPC:
                 raise
 
-    def write_at(self, data: bytes, offset: int) -> None:
+    def write_at(self, data: bytes | memoryview, offset: int) -> None:
         try:
             os.pwrite(self._fd(), data, offset)
         except OSError as exc:
