@@ -31,6 +31,7 @@ from ..store import ObjectStore, RetryPolicy
 from ..store.ratelimit import RateLimiter
 from .events import Checker, FileDone, FileFailed, FileSkipped, Gate, Listener, NoCheck, NoGate, Outcome, PartDone
 from .fetch import Fetcher, Got, PartSpec, Sink
+from .procs import WorkerSet
 from .progress import Progress
 from .tempfile import TempFile, local_error, resumable
 
@@ -58,7 +59,7 @@ class PoolResult:
 
 
 class _FileJob:
-    __slots__ = ("error", "etag_is_md5", "landed", "md5", "obj", "ranged", "remaining", "temp")
+    __slots__ = ("error", "etag_is_md5", "ident", "landed", "md5", "md5_hex", "obj", "ranged", "remaining", "temp")
 
     def __init__(self, obj: PlannedObject, temp: TempFile, remaining: int, landed: int) -> None:
         self.obj = obj
@@ -68,6 +69,8 @@ class _FileJob:
         self.ranged = False
         self.error: HcpsyncError | None = None
         self.md5: Any = None  # the stream's running MD5, for single-GET objects the checker wants
+        self.md5_hex: str | None = None  # ... or its digest, from the worker process that fetched it
+        self.ident = (0, 0)  # the temp file's (device, inode), for worker processes to check
         self.etag_is_md5 = True  # False once a GET said SSE-KMS / SSE-C (the ETag is no MD5)
 
 
@@ -85,6 +88,7 @@ class TransferPool:
         gate: Gate | None = None,
         checker: Checker | None = None,
         listeners: Sequence[Listener] = (),
+        remote: WorkerSet | None = None,
     ) -> None:
         self.storage = storage
         self.bucket = bucket
@@ -94,6 +98,7 @@ class TransferPool:
         self.gate: Gate = gate or NoGate()
         self.checker: Checker = checker or NoCheck()
         self.listeners = tuple(listeners)
+        self.remote = remote
         limiter = RateLimiter(config.max_bandwidth) if config.max_bandwidth else None
         self.fetcher = Fetcher(storage, bucket, config.chunk_size, RetryPolicy.from_config(config), limiter)
         self.result = PoolResult()
@@ -175,6 +180,9 @@ class TransferPool:
             raise
         if not ranged and self.checker.wants_md5(obj):
             job.md5 = hashlib.md5(usedforsecurity=False)
+        if self.remote is not None:
+            st = temp.stat()
+            job.ident = (st.st_dev, st.st_ino)
         self._open[obj.key] = job
         self._temps[fold_name(str(temp_path))] = obj.key
         if resumed:
@@ -227,13 +235,14 @@ class TransferPool:
     async def _run_part(self, job: _FileJob, part: Part) -> None:
         got = Got()  # how far the part got: bytes written, their CRC-32
         try:
-            await self.fetcher.fetch(_spec(job.obj, part), self._sink(job), got,
-                                     lambda: job.error is not None or self._stop is not None)
+            await self._transfer(job, part, got)
         except HcpsyncError as err:
             if isinstance(err, DiskFullError):
                 self._stop = err
             if job.error is None:
                 job.error = err
+            if self.remote is not None:
+                self.remote.poke()  # the file's other parts (all parts, on a stop) end now
             return
         except asyncio.CancelledError:
             self._landed_partly(job, part, got)  # Ctrl-C: keep what the range wrote
@@ -275,6 +284,26 @@ class TransferPool:
         if paused is not None:
             paused.set()
 
+    async def _transfer(self, job: _FileJob, part: Part, got: Got) -> None:
+        """Fetch ``part`` on a worker process when one is ready, else here."""
+        spec = _spec(job.obj, part)
+
+        def stopped() -> bool:
+            return job.error is not None or self._stop is not None
+
+        if self.remote is not None:
+            ran = False
+            try:
+                ran, job.md5_hex = await self.remote.fetch(spec, str(job.temp.path), job.ident, job.md5 is not None,
+                                                           got, stopped)
+            finally:
+                if got.written:  # also the bytes of a part that failed or was cancelled
+                    self.result.transferred_bytes += got.written
+                    self.progress.add_bytes(got.written)
+            if ran:
+                return
+        await self.fetcher.fetch(spec, self._sink(job), got, stopped)
+
     def _sink(self, job: _FileJob) -> Sink:
         """Where a part of ``job`` writes its chunks: the temp file (and the stream's MD5)."""
         write, md5, result, progress = job.temp.write_at, job.md5, self.result, self.progress
@@ -294,7 +323,7 @@ class TransferPool:
         if err is None:
             try:
                 job.temp.check_size(obj.size)
-                streamed = job.md5.hexdigest() if job.md5 is not None else None
+                streamed = job.md5_hex or (job.md5.hexdigest() if job.md5 is not None else None)
                 md5 = await self.checker.check(obj, job.temp.path, streamed, job.etag_is_md5)
                 mtime_ns = job.temp.commit(self.guard)
             except HcpsyncError as e:

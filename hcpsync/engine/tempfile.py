@@ -84,6 +84,9 @@ class TempFile:
             if exc.errno == errno.ENOSPC:
                 raise
 
+    def stat(self) -> os.stat_result:
+        return os.fstat(self._fd())
+
     def write_at(self, data: bytes | memoryview, offset: int) -> None:
         try:
             os.pwrite(self._fd(), data, offset)
