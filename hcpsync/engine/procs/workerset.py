@@ -170,10 +170,10 @@ class WorkerSet:
         """``worker``'s socket closed: make sure it is dead, and start another in its place."""
         if worker in self._workers:
             self._workers.remove(worker)
+        if self._closing:
+            return  # close() is ending it
         with contextlib.suppress(OSError):
             worker.proc.kill()
-        if self._closing:
-            return
         log.debug("worker %d died", worker.pid)
         if self._replaced < self.count:
             self._replaced += 1
