@@ -124,7 +124,7 @@ async def _run_pull(selection: Selection | Plan, root: Path, opts: PullOptions, 
             prog.start(len(the_plan.objects), the_plan.total_bytes)
             session.start_sync_points(opts.sync_interval)
             try:
-                async with _workers(cfg, opts.storage, s3, the_plan.selection.bucket) as remote:
+                async with _workers(cfg, s3, the_plan.selection.bucket) as remote:
                     pool = _PoolFactory(s3, the_plan, root, cfg, prog, gate, verifier, listeners, remote)
                     rounds = await _run_rounds(pool, schedule(the_plan.objects, cfg), cfg.retries)
             finally:
@@ -166,7 +166,7 @@ class _PoolFactory:
 
 
 @contextlib.asynccontextmanager
-async def _workers(cfg: TransferConfig, storage: StorageOptions, s3: S3Storage, bucket: str) -> AsyncIterator[
+async def _workers(cfg: TransferConfig, s3: S3Storage, bucket: str) -> AsyncIterator[
     WorkerSet | None
 ]:
     """The pull's worker processes (None: everything in this process); all stopped on the way out."""
@@ -174,7 +174,7 @@ async def _workers(cfg: TransferConfig, storage: StorageOptions, s3: S3Storage, 
     if count <= 1:
         yield None
         return
-    async with WorkerSet(count, replace(storage, region=s3.region), cfg, bucket, eager=cfg.workers is not None) as ws:
+    async with WorkerSet(count, s3.endpoint(), s3.frozen_keys, cfg, bucket, eager=cfg.workers is not None) as ws:
         yield ws
 
 

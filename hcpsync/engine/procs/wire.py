@@ -1,8 +1,8 @@
 """What the coordinator and its worker processes say to each other, and how it travels.
 
 Each worker has one Unix socket to the coordinator.  Messages are typed records, framed as a
-4-byte length and a pickle.  The coordinator says :class:`Hello` once, then :class:`Fetch` and
-:class:`Cancel`; a worker answers :class:`Ready` (or :class:`Broken`), then one :class:`Result`
+4-byte length and a pickle.  The coordinator says :class:`Hello` once, then :class:`Fetch`,
+:class:`Cancel` and :class:`NewKeys`; a worker answers :class:`Ready` (or :class:`Broken`), then one :class:`Result`
 per :class:`Fetch`, cancelled or not.  The coordinator closing its end ends the worker: that
 is how a worker learns that its coordinator died (no timer, no signal).
 """
@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from ...config import TransferConfig
 from ...errors import HcpsyncError
-from ...store.s3 import StorageOptions
+from ...store.gets import Endpoint, Keys
 from ..fetch import PartSpec
 
 _LEN = struct.Struct("!I")
@@ -25,11 +25,19 @@ MAX_MESSAGE = 1 << 20
 
 
 class Hello(NamedTuple):
-    """The worker's whole configuration: where to GET from, with its share of the transfer."""
+    """The worker's whole configuration: where to GET from, the keys to sign with (None:
+    anonymous), its share of the transfer."""
 
-    storage: StorageOptions
+    endpoint: Endpoint
+    keys: Keys | None
     config: TransferConfig
     bucket: str
+
+
+class NewKeys(NamedTuple):
+    """The coordinator's credentials were refreshed (temporary keys expire): sign with these."""
+
+    keys: Keys
 
 
 class Ready(NamedTuple):
@@ -73,7 +81,7 @@ class Result(NamedTuple):
     error: HcpsyncError | None
 
 
-ToWorker = Hello | Fetch | Cancel
+ToWorker = Hello | Fetch | Cancel | NewKeys
 FromWorker = Ready | Broken | Result
 
 

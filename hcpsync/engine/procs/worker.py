@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import HcpsyncError, LocalIOError
-from ...store import RetryPolicy, S3Storage
+from ...store.gets import Getter, StaticKeys
 from ...store.ratelimit import RateLimiter
+from ...store.retry import RetryPolicy
 from ..fetch import Fetcher, Got
 from ..tempfile import local_error
-from .wire import Broken, Cancel, Fetch, Hello, Ready, Result, frame, receive
+from .wire import Broken, Cancel, Fetch, Hello, NewKeys, Ready, Result, frame, receive
 
 _O_WRITE = os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
@@ -70,7 +71,7 @@ def _path(job: Fetch) -> Path:
 class Worker:
     """Runs the :class:`Fetch` requests of one coordinator, each as a task."""
 
-    def __init__(self, fetcher: Fetcher, store: S3Storage, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, fetcher: Fetcher, store: Getter, writer: asyncio.StreamWriter) -> None:
         self.fetcher = fetcher
         self.store = store
         self.writer = writer
@@ -83,6 +84,10 @@ class Worker:
         task = asyncio.ensure_future(self._run(job))
         self.tasks[job.id] = task
         task.add_done_callback(lambda _: self.tasks.pop(job.id, None))
+
+    def new_keys(self, message: NewKeys) -> None:
+        if isinstance(self.store.fast.credentials, StaticKeys):
+            self.store.fast.credentials.keys = message.keys
 
     def cancel(self, message: Cancel) -> None:
         task = self.tasks.get(message.id)
@@ -153,8 +158,8 @@ async def serve(sock: socket.socket) -> None:
 async def _serve(hello: Hello, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     cfg = hello.config
     try:
-        store = await S3Storage(hello.storage, cfg).__aenter__()
-    except HcpsyncError as err:
+        store = hello.endpoint.open(hello.keys, cfg)
+    except HcpsyncError as err:  # a CA bundle it cannot read
         writer.write(frame(Broken(err)))
         await writer.drain()
         return
@@ -168,10 +173,12 @@ async def _serve(hello: Hello, reader: asyncio.StreamReader, writer: asyncio.Str
                     worker.start(message)
                 elif isinstance(message, Cancel):
                     worker.cancel(message)
+                elif isinstance(message, NewKeys):
+                    worker.new_keys(message)
         finally:
             await worker.stop()
     finally:
-        await store.__aexit__(None, None, None)
+        await store.fast.close()
 
 
 def main(argv: list[str]) -> int:

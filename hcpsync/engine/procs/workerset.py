@@ -21,15 +21,16 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from types import TracebackType
 
 from ...config import TransferConfig
 from ...errors import HcpsyncError
-from ...store.s3 import StorageOptions
+from ...store.gets import Endpoint, Keys
 from ..fetch import Got, PartSpec
-from .wire import Broken, Cancel, Fetch, Hello, Ready, Result, frame, receive
+from .wire import Broken, Cancel, Fetch, Hello, NewKeys, Ready, Result, frame, receive
 
 log = logging.getLogger("hcpsync.engine")
 
@@ -40,6 +41,8 @@ STOP_WAIT = 2.0
 #: without an explicit worker count, workers start once the pool has handed out this much work
 AUTO_START_BYTES = 64 * 1024 * 1024
 AUTO_START_PARTS = 256
+#: seconds between looks at the coordinator's credentials (temporary keys are refreshed)
+KEYS_EVERY = 60.0
 
 
 def usable_cores() -> int:
@@ -71,7 +74,7 @@ class _Worker:
     alive: bool = True
     listener: asyncio.Future[None] | None = None
 
-    def send(self, message: Fetch | Cancel) -> None:
+    def send(self, message: Fetch | Cancel | NewKeys) -> None:
         if self.alive and not self.writer.is_closing():
             self.writer.write(frame(message))
 
@@ -95,12 +98,14 @@ class _Worker:
 class WorkerSet:
     """``count`` worker processes fetching parts for one pull (see the module's docstring)."""
 
-    def __init__(self, count: int, storage: StorageOptions, config: TransferConfig, bucket: str, *,
-                 eager: bool, notes: list[str] | None = None) -> None:
+    def __init__(self, count: int, endpoint: Endpoint, keys: Callable[[], Awaitable[Keys | None]],
+                 config: TransferConfig, bucket: str, *, eager: bool) -> None:
         self.count = count
-        self.hello = Hello(storage, worker_config(config, count), bucket)
+        self.hello = Hello(endpoint, None, worker_config(config, count), bucket)
+        self._keys = keys
+        self._keys_at = 0.0  # when the keys were last looked at
         self.eager = eager
-        self.notes = notes if notes is not None else []
+        self.notes: list[str] = []
         self.requests = 0  # requests the workers sent
         self.used: set[int] = set()  # pids of the workers that ran parts
         self._workers: list[_Worker] = []
@@ -132,6 +137,9 @@ class WorkerSet:
             self._starting = asyncio.ensure_future(self._start(self.count))
 
     async def _start(self, count: int) -> None:
+        keys = await self._keys()
+        self._keys_at = time.monotonic()
+        self.hello = self.hello._replace(keys=keys)
         results = await asyncio.gather(*(self._start_one() for _ in range(count)), return_exceptions=True)
         for res in results:
             if isinstance(res, BaseException) and not self._broken:
@@ -193,6 +201,8 @@ class WorkerSet:
         """Run ``spec`` on a worker: ``(True, md5)`` once it ran there (``got`` says how far it
         got; its error is raised), ``(False, None)`` when no worker can take it (fetch it here)."""
         self._want(spec)
+        if self._workers and time.monotonic() - self._keys_at > KEYS_EVERY:
+            await self._refresh_keys()
         if self.eager and self._starting is not None and not self._starting.done():
             await asyncio.shield(self._starting)  # --workers N: the N processes move the bytes
         for _ in range(self.count + 2):
@@ -209,6 +219,15 @@ class WorkerSet:
                 raise res.error
             return True, res.md5
         return False, None
+
+    async def _refresh_keys(self) -> None:
+        """Hand the workers the coordinator's keys when they changed (refreshed temporary keys)."""
+        self._keys_at = time.monotonic()
+        keys = await self._keys()
+        if keys is not None and keys != self.hello.keys:
+            self.hello = self.hello._replace(keys=keys)
+            for worker in self._workers:
+                worker.send(NewKeys(keys))
 
     def _apply(self, res: Result, got: Got) -> None:
         got.written, got.crc = res.written, res.crc
