@@ -271,3 +271,26 @@ def test_library_callers_running_loop_and_cancel_close_every_process_connection_
     code, _, err = finish(spawn(pull_cmd(moto_url, bucket, d2, "--workers", "2", *PARTS)))
     assert code == 0, err
     assert tree_files(d2) == local(tree)
+
+
+def test_workers_that_cannot_start_leave_the_pull_to_the_coordinator(moto_url: str, bucket: str, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """An interpreter that cannot run the worker (a broken environment, an embedded Python):
+    the pull completes in one process, with a note that says why."""
+    import asyncio
+
+    import hcpsync
+    from hcpsync.engine.procs import workerset
+
+    def broken(fd: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"], pass_fds=(fd,))
+
+    monkeypatch.setattr(workerset, "_spawn", broken)
+    tree = mixed_tree("nostart")
+    fast_put(bucket, tree)
+    cfg = hcpsync.TransferConfig(workers=2, part_size=256 * KiB, multipart_threshold=256 * KiB)
+    report = asyncio.run(hcpsync.pull(hcpsync.Selection(subjects=[SUBJECT], bucket=bucket), tmp_path / "d",
+                                      endpoint_url=moto_url, config=cfg))
+    assert report.ok and report.workers == 0
+    assert tree_files(tmp_path / "d") == local(tree)
+    assert any("could not start" in n and "continuing in one process" in n for n in report.notes), report.notes
