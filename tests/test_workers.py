@@ -294,3 +294,22 @@ def test_workers_that_cannot_start_leave_the_pull_to_the_coordinator(moto_url: s
     assert report.ok and report.workers == 0
     assert tree_files(tmp_path / "d") == local(tree)
     assert any("could not start" in n and "continuing in one process" in n for n in report.notes), report.notes
+
+
+def test_a_small_file_failing_in_a_worker_leaves_no_temp_file(moto_url: str, bucket: str, tmp_path: Path,
+                                                              proxy: FaultProxy) -> None:
+    """A worker creates the temp file of a small object itself; a body cut short (and not
+    retried) fails that file alone, and the worker's temp file is gone, not left behind."""
+    from faultproxy import Rule
+
+    tree = mixed_tree("fail")
+    fast_put(bucket, tree)
+    proxy.add_rule(Rule("short", key_contains="small07", after_bytes=3000))
+    dest = tmp_path / "d"
+    code, report, err = finish(spawn(pull_cmd(proxy.url, bucket, dest, "--workers", "2", "--retries", "0", *PARTS)))
+    assert code == 1, err
+    assert [f["key"] for f in report["failed"]] == [f"HCP_1200/{SUBJECT}/T1w/small07.txt"]
+    want = {k: v for k, v in local(tree).items() if "small07" not in k}
+    assert tree_files(dest) == want  # tree_files sees every regular file but hcpsync's state: no temp file
+    assert not list(dest.rglob("*.hcpsync-part"))
+    assert report["workers"] == 2

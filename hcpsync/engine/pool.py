@@ -33,7 +33,7 @@ from .events import Checker, FileDone, FileFailed, FileSkipped, Gate, Listener, 
 from .fetch import Fetcher, Got, PartSpec, Sink
 from .procs import WorkerSet
 from .progress import Progress
-from .tempfile import TempFile, local_error, resumable
+from .tempfile import SmallTemp, TempFile, local_error, resumable
 
 #: the workers give the event loop a turn after this many objects that needed no request
 #: (skipped as complete, or failed before any): a re-run over 100k complete files answers Ctrl-C
@@ -61,7 +61,7 @@ class PoolResult:
 class _FileJob:
     __slots__ = ("error", "etag_is_md5", "ident", "landed", "md5", "md5_hex", "obj", "ranged", "remaining", "temp")
 
-    def __init__(self, obj: PlannedObject, temp: TempFile, remaining: int, landed: int) -> None:
+    def __init__(self, obj: PlannedObject, temp: TempFile | SmallTemp, remaining: int, landed: int) -> None:
         self.obj = obj
         self.temp = temp
         self.remaining = remaining
@@ -165,24 +165,27 @@ class TransferPool:
         if owner is not None:
             raise UnsafePathError(f"{temp_path.name} is already being written for {owner!r} (the two keys map to one local file)")
         parts = split_parts(obj, self.config)
-        ranged = is_ranged(obj.size, self.config)
-        resume = self.gate.resume_ranges(obj) if ranged else []
+        if not is_ranged(obj.size, self.config):
+            job = _FileJob(obj, SmallTemp(temp_path, final), 1, 0)  # created where it is fetched
+            if self.checker.wants_md5(obj):
+                job.md5 = hashlib.md5(usedforsecurity=False)
+            self._open[obj.key] = job
+            self._temps[fold_name(str(temp_path))] = obj.key
+            return job, parts
+        resume = self.gate.resume_ranges(obj)
         temp, resumed = TempFile.open(temp_path, final, bool(resume))
         todo = missing_parts(parts, resume) if resumed else parts
         untouched = sum(1 for t in todo if (t.start, t.end) == (parts[t.index].start, parts[t.index].end))
         job = _FileJob(obj, temp, len(todo) or 1, len(parts) - untouched)
-        job.ranged = ranged
+        job.ranged = True
         try:
-            if ranged:
-                temp.preallocate(obj.size)
+            temp.preallocate(obj.size)
+            if self.remote is not None:
+                st = temp.stat()
+                job.ident = (st.st_dev, st.st_ino)
         except BaseException:
             temp.abort(keep=resumed)
             raise
-        if not ranged and self.checker.wants_md5(obj):
-            job.md5 = hashlib.md5(usedforsecurity=False)
-        if self.remote is not None:
-            st = temp.stat()
-            job.ident = (st.st_dev, st.st_ino)
         self._open[obj.key] = job
         self._temps[fold_name(str(temp_path))] = obj.key
         if resumed:
@@ -291,17 +294,23 @@ class TransferPool:
         def stopped() -> bool:
             return job.error is not None or self._stop is not None
 
+        temp = job.temp
         if self.remote is not None:
-            ran = False
+            res = None
             try:
-                ran, job.md5_hex = await self.remote.fetch(spec, str(job.temp.path), job.ident, job.md5 is not None,
-                                                           got, stopped)
+                res = await self.remote.fetch(spec, str(temp.path), job.ident if job.ranged else None,
+                                              job.md5 is not None, got, stopped)
             finally:
                 if got.written:  # also the bytes of a part that failed or was cancelled
                     self.result.transferred_bytes += got.written
                     self.progress.add_bytes(got.written)
-            if ran:
+            if res is not None:
+                job.md5_hex = res.md5
+                if isinstance(temp, SmallTemp) and res.created is not None:
+                    temp.made_by_worker(res.created)
                 return
+        if isinstance(temp, SmallTemp):
+            await temp.create()
         await self.fetcher.fetch(spec, self._sink(job), got, stopped)
 
     def _sink(self, job: _FileJob) -> Sink:
@@ -322,6 +331,8 @@ class TransferPool:
         obj, err = job.obj, job.error
         if err is None:
             try:
+                if isinstance(job.temp, SmallTemp) and not job.temp.made:
+                    await job.temp.create()  # an empty object: no GET, an empty file
                 job.temp.check_size(obj.size)
                 streamed = job.md5_hex or (job.md5.hexdigest() if job.md5 is not None else None)
                 md5 = await self.checker.check(obj, job.temp.path, streamed, job.etag_is_md5)

@@ -51,14 +51,14 @@ class Broken(NamedTuple):
 
 
 class Fetch(NamedTuple):
-    """GET ``spec`` into the file at ``path``, which must be the inode ``(dev, ino)`` the
-    coordinator opened; ``md5``: hash the stream (a small object fetched whole)."""
+    """GET ``spec`` into the file at ``path``: the inode ``ident`` (device, inode) the coordinator
+    created (a range), or, ``ident`` None, a file the worker creates (a small object fetched
+    whole; a stale one is replaced); ``md5``: hash the stream."""
 
     id: int
     spec: PartSpec
     path: str
-    dev: int
-    ino: int
+    ident: tuple[int, int] | None
     md5: bool
 
 
@@ -69,7 +69,8 @@ class Cancel(NamedTuple):
 class Result(NamedTuple):
     """How far part ``id`` got: ``written`` bytes from its start, their CRC-32 (ranged parts)
     or the stream's MD5 (whole objects, when asked); ``error`` when it failed, ``requests``
-    sent for it."""
+    sent for it; ``created``: the (device, inode) of the file the worker created and wrote
+    (None when it failed: then the worker removed it)."""
 
     id: int
     written: int
@@ -79,6 +80,7 @@ class Result(NamedTuple):
     retries: int
     requests: int
     error: HcpsyncError | None
+    created: tuple[int, int] | None = None
 
 
 ToWorker = Hello | Fetch | Cancel | NewKeys

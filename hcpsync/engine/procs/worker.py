@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ...errors import HcpsyncError, LocalIOError
+from ...errors import HcpsyncError, LocalIOError, UnsafePathError
 from ...store.gets import Getter, StaticKeys
 from ...store.ratelimit import RateLimiter
 from ...store.retry import RetryPolicy
@@ -28,6 +28,29 @@ from ..tempfile import local_error
 from .wire import Broken, Cancel, Fetch, Hello, NewKeys, Ready, Result, frame, receive
 
 _O_WRITE = os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_O_CREATE = _O_WRITE | os.O_CREAT | os.O_EXCL
+
+
+def _create(path: str) -> tuple[int, tuple[int, int]]:
+    """Create the temp file of a small object afresh (a stale one is removed first): ``(fd, (dev, ino))``."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    try:
+        fd = os.open(path, _O_CREATE, 0o644)
+    except FileExistsError:
+        raise UnsafePathError(f"{path} was created by another writer at the same time; refusing to share it") from None
+    except OSError as exc:
+        raise local_error(exc, Path(path)) from exc
+    st = os.fstat(fd)
+    return fd, (st.st_dev, st.st_ino)
+
+
+def _remove(path: str, ident: tuple[int, int]) -> None:
+    """Remove the file this worker created at ``path``, if it is still there."""
+    with contextlib.suppress(OSError):
+        st = os.lstat(path)
+        if (st.st_dev, st.st_ino) == ident:
+            os.unlink(path)
 
 
 class _Files:
@@ -44,7 +67,7 @@ class _Files:
             except OSError as exc:
                 raise local_error(exc, _path(job)) from exc
             st = os.fstat(fd)
-            if (st.st_dev, st.st_ino) != (job.dev, job.ino):
+            if (st.st_dev, st.st_ino) != job.ident:
                 os.close(fd)
                 raise LocalIOError(f"{job.path} was replaced by another writer during the download")
             held = self._open[job.path] = [fd, 0]
@@ -98,23 +121,42 @@ class Worker:
         got = Got()
         md5 = hashlib.md5(usedforsecurity=False) if job.md5 else None
         error: HcpsyncError | None = None
+        created = None
         try:
-            fd = self.files.acquire(job)
-            try:
-                await self.fetcher.fetch(job.spec, _sink(fd, md5, job), got, _never)
-            finally:
-                self.files.release(job)
+            if job.ident is None:
+                created = await self._fetch_new(job, got, md5)
+            else:
+                fd = self.files.acquire(job)
+                try:
+                    await self.fetcher.fetch(job.spec, _sink(fd, md5, job), got, _never)
+                finally:
+                    self.files.release(job)
         except HcpsyncError as err:
             error = err
         except asyncio.CancelledError:
             pass  # the coordinator asked: say how far the part got
-        self._reply(job, got, md5.hexdigest() if md5 is not None and error is None else None, error)
+        digest = md5.hexdigest() if md5 is not None and error is None else None
+        self._reply(Result(job.id, got.written, got.crc, digest, got.etag_is_md5, got.retries, 0, error, created))
 
-    def _reply(self, job: Fetch, got: Got, md5: str | None, error: HcpsyncError | None) -> None:
+    async def _fetch_new(self, job: Fetch, got: Got, md5: Any) -> tuple[int, int]:
+        """Create the small object's temp file (in a thread: creating a file can be slow) and
+        fetch it; on failure or cancel the file is removed (a single GET starts over)."""
+        fd, ident = await _create_off_loop(job.path)
+        done = False
+        try:
+            await self.fetcher.fetch(job.spec, _sink(fd, md5, job), got, _never)
+            done = True
+        finally:
+            os.close(fd)
+            if not done:
+                _remove(job.path, ident)
+        return ident
+
+    def _reply(self, result: Result) -> None:
         requests, self._requests = self.store.stats.requests - self._requests, self.store.stats.requests
         if self.closed or self.writer.is_closing():
             return
-        self.writer.write(frame(Result(job.id, got.written, got.crc, md5, got.etag_is_md5, got.retries, requests, error)))
+        self.writer.write(frame(result._replace(requests=requests)))
 
     async def stop(self) -> None:
         self.closed = True
@@ -122,6 +164,19 @@ class Worker:
             task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
         self.files.close()
+
+
+async def _create_off_loop(path: str) -> tuple[int, tuple[int, int]]:
+    """:func:`_create` in a thread; cancelled meanwhile, the file is closed and removed."""
+    created = asyncio.ensure_future(asyncio.to_thread(_create, path))
+    try:
+        return await asyncio.shield(created)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            fd, ident = await created
+            os.close(fd)
+            _remove(path, ident)
+        raise
 
 
 def _never() -> bool:

@@ -196,10 +196,11 @@ class WorkerSet:
         ready = [w for w in self._workers if w.alive]
         return min(ready, key=lambda w: len(w.calls)) if ready else None
 
-    async def fetch(self, spec: PartSpec, path: str, ident: tuple[int, int], md5: bool, got: Got,
-                    stopped: Callable[[], bool]) -> tuple[bool, str | None]:
-        """Run ``spec`` on a worker: ``(True, md5)`` once it ran there (``got`` says how far it
-        got; its error is raised), ``(False, None)`` when no worker can take it (fetch it here)."""
+    async def fetch(self, spec: PartSpec, path: str, ident: tuple[int, int] | None, md5: bool, got: Got,
+                    stopped: Callable[[], bool]) -> Result | None:
+        """Run ``spec`` on a worker (see :class:`Fetch` for ``ident``): its :class:`Result` once
+        it ran there (``got`` says how far it got; its error is raised), None when no worker can
+        take it (fetch it here)."""
         self._want(spec)
         if self._workers and time.monotonic() - self._keys_at > KEYS_EVERY:
             await self._refresh_keys()
@@ -208,17 +209,17 @@ class WorkerSet:
         for _ in range(self.count + 2):
             worker = self._pick()
             if worker is None:
-                return False, None
+                return None
             try:
-                res = await self._call(worker, Fetch(next(self._ids), spec, path, ident[0], ident[1], md5), got, stopped)
+                res = await self._call(worker, Fetch(next(self._ids), spec, path, ident, md5), got, stopped)
             except _Lost:
                 got.written = got.crc = 0  # the part starts over, from its first byte
                 continue
             self.used.add(worker.pid)
             if res.error is not None:
                 raise res.error
-            return True, res.md5
-        return False, None
+            return res
+        return None
 
     async def _refresh_keys(self) -> None:
         """Hand the workers the coordinator's keys when they changed (refreshed temporary keys)."""
