@@ -10,13 +10,13 @@ short (a clean stop, Ctrl-C) still says how far it got.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import HcpsyncError
 from ..store import ObjectStore, RetryPolicy
 from ..store.ratelimit import RateLimiter
+from .crc import crc32
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,5 +88,5 @@ class Fetcher:
                     await limiter.acquire(len(chunk))
                 sink(chunk, spec.start + got.written)
                 if spec.ranged:
-                    got.crc = zlib.crc32(chunk, got.crc)
+                    got.crc = crc32(chunk, got.crc)
                 got.written += len(chunk)
