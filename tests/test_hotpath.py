@@ -4,6 +4,7 @@ aiohttp's buffers, a temp file's creation over a stale one."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import random
 import zlib
@@ -14,6 +15,7 @@ from unittest import mock
 import pytest
 from aiohttp import StreamReader
 
+from hcpsync.engine import md5stream
 from hcpsync.engine.crc import crc32
 from hcpsync.engine.tempfile import TempFile
 from hcpsync.errors import RangeMismatchError, ShortReadError
@@ -90,3 +92,25 @@ def test_temp_file_replaces_a_stale_one_and_is_exclusive(tmp_path: Path) -> None
     f2, resumed = TempFile.open(temp, final, resume=True)  # resumed: kept as it is
     f2.close()
     assert resumed and temp.read_bytes() == b"new"
+
+
+@pytest.mark.parametrize("size", [0, 1000, 128 * 1024, 3_000_000])
+async def test_stream_md5_off_the_loop_is_the_md5_of_the_stream(size: int, monkeypatch: Any) -> None:
+    monkeypatch.setattr(md5stream, "MAX_PENDING", 100_000)  # the loop waits for the thread now and then
+    data = os.urandom(size)
+    s = md5stream.StreamMd5(size)
+    assert (s._hasher is None) == (size < md5stream.INLINE_BELOW)
+    view = memoryview(data)
+    for i in range(0, size, 65_536):
+        s.update(view[i : i + 65_536] if i % 2 else bytes(view[i : i + 65_536]))
+    assert await s.hexdigest() == hashlib.md5(data).hexdigest()
+
+
+async def test_stream_md5s_of_interleaved_streams_stay_apart() -> None:
+    blobs = [os.urandom(700_000) for _ in range(5)]
+    streams = [md5stream.StreamMd5(len(b)) for b in blobs]
+    for i in range(0, 700_000, 50_000):
+        for s, b in zip(streams, blobs, strict=True):
+            s.update(b[i : i + 50_000])
+    got = await asyncio.gather(*(s.hexdigest() for s in streams))
+    assert got == [hashlib.md5(b).hexdigest() for b in blobs]
