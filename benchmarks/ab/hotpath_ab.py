@@ -43,7 +43,7 @@ def run_one(argv: list[str], env: dict[str, str]) -> dict[str, float]:
     if p.returncode != 0:
         raise SystemExit(f"{argv[0]} exited {p.returncode}: {err[-2000:]}")
     return {"wall": wall, "user": ru.ru_utime, "sys": ru.ru_stime, "cpu": ru.ru_utime + ru.ru_stime,
-            "minflt": ru.ru_minflt, "nvcsw": ru.ru_nvcsw, "nivcsw": ru.ru_nivcsw}
+            "minflt": ru.ru_minflt, "maxrss_mib": ru.ru_maxrss / 1024, "nvcsw": ru.ru_nvcsw, "nivcsw": ru.ru_nivcsw}
 
 
 def _med(rs: list[dict[str, float]], key: str) -> float:
@@ -96,7 +96,7 @@ def main() -> int:
                 gb = res["bytes"] / 1e9
                 print(f"r{rnd} {label:10s} wall {res['wall']:6.2f}  user {res['user']:5.2f} sys {res['sys']:5.2f}  "
                       f"cpu/GB {res['cpu'] / gb:5.3f}  cpu/1k req {1000 * res['cpu'] / max(1, res['requests']):6.3f}  "
-                      f"minflt/GB {res['minflt'] / gb:8.0f}  req {res['requests']}", flush=True)
+                      f"minflt/GB {res['minflt'] / gb:8.0f}  rss {res['maxrss_mib']:5.0f} MiB  req {res['requests']}", flush=True)
                 if args.json:
                     with args.json.open("a") as f:
                         f.write(json.dumps({"workload": wl.name, "label": label, "binary": binary, "env": extra_env,
@@ -104,8 +104,8 @@ def main() -> int:
                 shutil.rmtree(dest)
     base = variants[0][0]
     print(f"\n{wl.name}: medians of {args.runs} rounds; ratios = median of per-round ratios to {base}")
-    print("| variant | wall s | user s | sys s | CPU-s/GB | CPU-s/1k req | minflt/GB | wall ratio | CPU ratio |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| variant | wall s | user s | sys s | CPU-s/GB | CPU-s/1k req | minflt/GB | peak RSS MiB | wall ratio | CPU ratio |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for label, _, _ in variants:
         rs = rows[label]
         per_gb = statistics.median(r["cpu"] / (r["bytes"] / 1e9) for r in rs)
@@ -115,7 +115,7 @@ def main() -> int:
         cr = statistics.median(a["cpu"] / b["cpu"] for a, b in zip(rs, rows[base], strict=True))
         print(f"| {label} | {_med(rs, 'wall'):.2f} | {_med(rs, 'user'):.2f} | {_med(rs, 'sys'):.2f} "
               f"| {per_gb:.3f} | {per_kreq:.3f} "
-              f"| {flt:.0f} | {wr:.3f} | {cr:.3f} |")
+              f"| {flt:.0f} | {_med(rs, 'maxrss_mib'):.0f} | {wr:.3f} | {cr:.3f} |")
     return 0
 
 
