@@ -10,7 +10,6 @@ short (a clean stop, Ctrl-C) still says how far it got.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,6 +17,7 @@ from ..errors import HcpsyncError
 from ..store.base import GetStore
 from ..store.ratelimit import RateLimiter
 from ..store.retry import RetryPolicy
+from .crc import crc32
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,5 +89,5 @@ class Fetcher:
                     await limiter.acquire(len(chunk))
                 sink(chunk, spec.start + got.written)
                 if spec.ranged:
-                    got.crc = zlib.crc32(chunk, got.crc)
+                    got.crc = crc32(chunk, got.crc)
                 got.written += len(chunk)

@@ -15,7 +15,6 @@ emitted as :mod:`~hcpsync.engine.events` outcome records to the listeners.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import stat
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from ..store import ObjectStore, RetryPolicy
 from ..store.ratelimit import RateLimiter
 from .events import Checker, FileDone, FileFailed, FileSkipped, Gate, Listener, NoCheck, NoGate, Outcome, PartDone
 from .fetch import Fetcher, Got, PartSpec, Sink
+from .md5stream import StreamMd5
 from .procs import WorkerSet
 from .progress import Progress
 from .tempfile import SmallTemp, TempFile, local_error, resumable
@@ -168,7 +168,7 @@ class TransferPool:
         if not is_ranged(obj.size, self.config):
             job = _FileJob(obj, SmallTemp(temp_path, final), 1, 0)  # created where it is fetched
             if self.checker.wants_md5(obj):
-                job.md5 = hashlib.md5(usedforsecurity=False)
+                job.md5 = StreamMd5(obj.size)  # hashed in a thread as the chunks arrive
             self._open[obj.key] = job
             self._temps[fold_name(str(temp_path))] = obj.key
             return job, parts
@@ -334,7 +334,7 @@ class TransferPool:
                 if isinstance(job.temp, SmallTemp) and not job.temp.made:
                     await job.temp.create()  # an empty object: no GET, an empty file
                 job.temp.check_size(obj.size)
-                streamed = job.md5_hex or (job.md5.hexdigest() if job.md5 is not None else None)
+                streamed = job.md5_hex or (await job.md5.hexdigest() if job.md5 is not None else None)
                 md5 = await self.checker.check(obj, job.temp.path, streamed, job.etag_is_md5)
                 mtime_ns = job.temp.commit(self.guard)
             except HcpsyncError as e:

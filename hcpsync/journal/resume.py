@@ -12,10 +12,10 @@ import asyncio
 import os
 import stat
 import threading
-import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..engine.crc import crc32
 from ..engine.events import FileDone, FileSkipped, Outcome, PartDone
 from ..errors import ObjectChangedError
 from ..models import PlannedObject
@@ -119,6 +119,6 @@ def _crc_of(fd: int, start: int, end: int, stop: threading.Event) -> int | None:
         block = os.pread(fd, min(_READ_BLOCK, end - pos), pos)
         if not block:
             return None
-        crc = zlib.crc32(block, crc)
+        crc = crc32(block, crc)
         pos += len(block)
     return crc if pos == end else None

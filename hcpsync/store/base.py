@@ -31,8 +31,8 @@ class Body(Protocol):
 
     ``length`` is the number of bytes the answer carries (the range's or the object's);
     ``etag_is_md5`` is False when the object's ETag is known not to be the MD5 of its bytes
-    (SSE-KMS, SSE-C).  :meth:`chunks` yields the bytes, at most ``size`` at a time, and raises
-    an :class:`~hcpsync.errors.HcpsyncError` when the body ends short or breaks.
+    (SSE-KMS, SSE-C).  :meth:`chunks` yields the bytes (bytes or memoryviews), at most ``size`` at a
+    time, and raises an :class:`~hcpsync.errors.HcpsyncError` when the body ends short or breaks.
     """
 
     @property
@@ -41,7 +41,7 @@ class Body(Protocol):
     @property
     def etag_is_md5(self) -> bool: ...
 
-    def chunks(self, size: int) -> AsyncIterator[bytes]: ...
+    def chunks(self, size: int) -> AsyncIterator[bytes | memoryview]: ...
 
 
 class GetStore(Protocol):

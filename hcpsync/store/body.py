@@ -87,20 +87,30 @@ class S3Body:
         self._floor = floor or SpeedFloor(0, 1.0)
         self.etag_is_md5 = not is_encrypted(raw.headers)
 
-    async def chunks(self, size: int) -> AsyncIterator[bytes]:
-        read = self._raw.content.read
+    async def chunks(self, size: int) -> AsyncIterator[bytes | memoryview]:
+        """The body as aiohttp's parser buffered it: each buffer handed over as it is (``readchunk``;
+        ``read(size)`` joins the buffers it spans into a new bytes), a larger one in ``size``
+        memoryview slices.  Nothing is copied; the consumer must not keep a chunk past its use."""
+        readchunk = self._raw.content.readchunk
         place = where(self._bucket, self._key)
+        floor = self._floor
         with map_exceptions(self._bucket, self._key):
             while True:
                 t0 = time.monotonic()
-                data = await read(size)
-                self._floor.add(time.monotonic() - t0, len(data), place)
-                if not data:
+                data, _ = await readchunk()
+                floor.add(time.monotonic() - t0, len(data), place)
+                n = len(data)
+                if not n:
                     break
-                self.received += len(data)
+                self.received += n
                 if self.received > self.length:
                     raise RangeMismatchError(f"{place}: body longer than its headers said")
-                yield data
+                if n <= size:
+                    yield data
+                else:
+                    view = memoryview(data)
+                    for i in range(0, n, size):
+                        yield view[i : i + size]
         if self.received < self.length:
             raise ShortReadError(f"connection closed after {self.received} of {self.length} bytes of {place}")
 

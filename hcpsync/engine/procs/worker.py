@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import signal
 import socket
@@ -24,6 +23,7 @@ from ...store.gets import Getter, StaticKeys
 from ...store.ratelimit import RateLimiter
 from ...store.retry import RetryPolicy
 from ..fetch import Fetcher, Got
+from ..md5stream import StreamMd5
 from ..tempfile import local_error
 from .wire import Broken, Cancel, Fetch, Hello, NewKeys, Ready, Result, frame, receive
 
@@ -119,9 +119,10 @@ class Worker:
 
     async def _run(self, job: Fetch) -> None:
         got = Got()
-        md5 = hashlib.md5(usedforsecurity=False) if job.md5 else None
+        md5 = StreamMd5(job.spec.total) if job.md5 else None
         error: HcpsyncError | None = None
         created = None
+        digest = None
         try:
             if job.ident is None:
                 created = await self._fetch_new(job, got, md5)
@@ -131,11 +132,11 @@ class Worker:
                     await self.fetcher.fetch(job.spec, _sink(fd, md5, job), got, _never)
                 finally:
                     self.files.release(job)
+            digest = await md5.hexdigest() if md5 is not None else None
         except HcpsyncError as err:
             error = err
         except asyncio.CancelledError:
             pass  # the coordinator asked: say how far the part got
-        digest = md5.hexdigest() if md5 is not None and error is None else None
         self._reply(Result(job.id, got.written, got.crc, digest, got.etag_is_md5, got.retries, 0, error, created))
 
     async def _fetch_new(self, job: Fetch, got: Got, md5: Any) -> tuple[int, int]:
