@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .engine.progress import ProgressEvent
     from .errors import HcpsyncError
     from .models import Plan, PlannedObject, PullReport, Selection
-    from .store.s3 import StorageOptions
+    from .store.options import StorageOptions
     from .verify.tree import VerifyReport, verify_tree
 
 #: public name -> the module that defines it
@@ -31,7 +31,7 @@ _EXPORTS = {
     "ProgressEvent": ".engine.progress",
     "HcpsyncError": ".errors",
     **dict.fromkeys(("Plan", "PlannedObject", "PullReport", "Selection"), ".models"),
-    "StorageOptions": ".store.s3",
+    "StorageOptions": ".store.options",
     **dict.fromkeys(("VerifyReport", "verify_tree"), ".verify.tree"),
 }
 

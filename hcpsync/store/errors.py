@@ -146,18 +146,27 @@ def redirect_error(status: int, headers: Any, bucket: str, key: str | None = Non
 # --- exceptions --------------------------------------------------------------------------------
 
 
-def _client_error(exc: Any, bucket: str, key: str | None) -> HcpsyncError:
-    err = exc.response.get("Error", {}) or {}
-    meta = exc.response.get("ResponseMetadata", {}) or {}
-    code = str(err.get("Code", "")) or str(meta.get("HTTPStatusCode", ""))
-    status = int(meta.get("HTTPStatusCode", 0) or 0)
-    if status == 404 and code == "404" and getattr(exc, "operation_name", "") == "ListObjectsV2":
-        # botocore's stand-in code when the body held no S3 error: S3 names a listing's 404 (NoSuchBucket)
+def answer_error(status: int, code: str, message: str, headers: Any, bucket: str, key: str | None = None,
+                 listing: bool = False) -> HcpsyncError:
+    """The error an S3 answer with ``status`` >= 300 means: its S3 error ``code`` (``""``: none in the
+    body, as in any answer to a HEAD) and ``message``, its ``headers`` (a redirect's Location).  For the
+    answer to a listing (``listing``), a 404 without an S3 code means the endpoint is no S3 API."""
+    if status == 404 and code in ("", "404") and listing:
+        # S3 names a listing's 404 (NoSuchBucket)
         return NotS3Error(f"the endpoint answered 404 without an S3 error code to the listing of {where(bucket, key)}: "
                           "it is not an S3 API; check --endpoint-url")
     if status in REDIRECTS:
-        return redirect_error(status, meta.get("HTTPHeaders", {}) or {}, bucket, key)
-    return translate_code(code, status, str(err.get("Message", "")), bucket, key)
+        return redirect_error(status, headers, bucket, key)
+    return translate_code(code or str(status), status, message, bucket, key)
+
+
+def _client_error(exc: Any, bucket: str, key: str | None) -> HcpsyncError:
+    """botocore's ClientError (``404``, the status, standing for the code when the body held none)."""
+    err = exc.response.get("Error", {}) or {}
+    meta = exc.response.get("ResponseMetadata", {}) or {}
+    return answer_error(int(meta.get("HTTPStatusCode", 0) or 0), str(err.get("Code", "")), str(err.get("Message", "")),
+                        meta.get("HTTPHeaders", {}) or {}, bucket, key,
+                        listing=getattr(exc, "operation_name", "") == "ListObjectsV2")
 
 
 def _unreachable(exc: BaseException, bucket: str, key: str | None) -> HcpsyncError:
