@@ -2,7 +2,7 @@
 
     python -m benchmarks.startup                    # nginx origin (benchmarks/origin.py), 15 runs
     python -m benchmarks.startup --origin moto      # moto's server in a child process, fake keys
-    python -m benchmarks.startup --runs 30 --hcpsync ../base/.venv/bin/hcpsync --json
+    python -m benchmarks.startup --runs 30 --compare ../base/.venv/bin/hcpsync   # another build, same rounds
 
 Each run is a fresh process (wall clock from fork to exit, as a shell user sees it); a pull
 goes into a fresh destination, so it lists, fetches, verifies and journals the one object.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -59,18 +60,23 @@ def moto_origin(root: Path) -> Iterator[tuple[str, list[str], dict[str, str]]]:
         proc.wait()
 
 
-def timed(argv: list[str], env: dict[str, str]) -> float:
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall, CPU) seconds of one run of ``argv``, from fork to exit (CPU: user + system, of the child)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     done = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
-    return wall
+    return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
-def importtime(argv: list[str], env: dict[str, str], top: int) -> dict[str, object]:
+def importtime(python: str, argv: list[str], env: dict[str, str], top: int) -> dict[str, object]:
     """``python -X importtime``: the total, and the ``top`` modules and packages by self time."""
-    done = subprocess.run([sys.executable, "-X", "importtime", *argv], env=env, capture_output=True, text=True)
+    # from a neutral folder: ``-m`` puts the working directory first on sys.path (a checkout's hcpsync)
+    done = subprocess.run([python, "-X", "importtime", *argv], env=env, capture_output=True, text=True,
+                          cwd=tempfile.gettempdir())
     rows: list[tuple[int, int, str]] = []
     for line in done.stderr.splitlines():
         if line.startswith("import time:") and "|" in line and "self [us]" not in line:
@@ -89,8 +95,10 @@ def importtime(argv: list[str], env: dict[str, str], top: int) -> dict[str, obje
     }
 
 
-def summary(times: list[float]) -> dict[str, float]:
-    return {"median_s": round(statistics.median(times), 4), "min_s": round(min(times), 4), "max_s": round(max(times), 4)}
+def summary(runs: list[tuple[float, float]]) -> dict[str, float]:
+    walls, cpus = [w for w, _ in runs], [c for _, c in runs]
+    return {"median_s": round(statistics.median(walls), 4), "min_s": round(min(walls), 4),
+            "max_s": round(max(walls), 4), "cpu_median_s": round(statistics.median(cpus), 4)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,11 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--origin", choices=("nginx", "moto"), default="nginx" if shutil.which("nginx") or
                     Path("/usr/sbin/nginx").exists() else "moto")
     ap.add_argument("--hcpsync", default=str(Path(sys.executable).with_name("hcpsync")), help="the command to time")
+    ap.add_argument("--compare", metavar="HCPSYNC", help="another build's hcpsync, timed in the same rounds")
     ap.add_argument("--top", type=int, default=12, help="importtime rows to show")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    builds = {"hcpsync": args.hcpsync, **({"compare": args.compare} if args.compare else {})}
 
     scratch = Path(tempfile.mkdtemp(prefix="hcpsync-startup-"))
+    result: dict[str, object] = {"origin": args.origin, "runs": args.runs}
     try:
         obj = scratch / "origin" / BUCKET / KEY
         obj.parent.mkdir(parents=True)
@@ -114,40 +125,49 @@ def main(argv: list[str] | None = None) -> int:
         env.update(AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
         with (nginx_origin if args.origin == "nginx" else moto_origin)(scratch / "origin") as (url, flags, keys):
             env.update(keys)
-            version = [args.hcpsync, "--version"]
-            pull = [args.hcpsync, "pull", SOURCE, "--endpoint-url", url, *flags, "--no-progress", "-q"]
-            timed(pull + [str(scratch / "warm")], env)  # page cache, pyc files
-            v_times, p_times = [], []
-            for i in range(args.runs):  # interleaved, so that a noisy moment hits both
-                v_times.append(timed(version, env))
-                p_times.append(timed(pull + [str(scratch / f"dest{i}")], env))
-                if not (scratch / f"dest{i}" / "100206/T1w/one.bin").is_file():
-                    raise SystemExit(f"the pull did not write {scratch}/dest{i}/100206/T1w/one.bin")
-            module = ["-m", "hcpsync"]
-            result = {
-                "origin": args.origin, "runs": args.runs, "hcpsync": args.hcpsync,
-                "version": summary(v_times), "pull": summary(p_times),
-                "importtime_version": importtime([*module, "--version"], env, args.top),
-                "importtime_pull": importtime([*module, *pull[1:], str(scratch / "imp")], env, args.top),
-            }
+            pull = ["pull", SOURCE, "--endpoint-url", url, *flags, "--no-progress", "-q"]
+            times: dict[str, list[tuple[float, float]]] = {f"{b} {c}": [] for b in builds for c in ("version", "pull")}
+            for build, exe in builds.items():
+                timed([exe, *pull, str(scratch / f"warm-{build}")], env)  # page cache, bytecode
+            for i in range(args.runs):  # interleaved, so that a noisy moment hits every command
+                for build, exe in builds.items():
+                    times[f"{build} version"].append(timed([exe, "--version"], env))
+                    dest = scratch / f"{build}-{i}"
+                    times[f"{build} pull"].append(timed([exe, *pull, str(dest)], env))
+                    if not (dest / "100206/T1w/one.bin").is_file():
+                        raise SystemExit(f"the pull did not write {dest}/100206/T1w/one.bin")
+            for build, exe in builds.items():
+                python = str(Path(exe).with_name("python"))
+                result[build] = {
+                    "command": exe, "version": summary(times[f"{build} version"]), "pull": summary(times[f"{build} pull"]),
+                    "importtime_version": importtime(python, ["-m", "hcpsync", "--version"], env, args.top),
+                    "importtime_pull": importtime(python, ["-m", "hcpsync", *pull, str(scratch / f"imp-{build}")],
+                                                  env, args.top),
+                }
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
-    print(f"origin {args.origin}, {args.runs} runs of each, {args.hcpsync}")
-    for name in ("version", "pull"):
-        s = result[name]
-        assert isinstance(s, dict)
-        print(f"  hcpsync {name:<8} median {s['median_s']:.3f} s   min {s['min_s']:.3f} s   max {s['max_s']:.3f} s")
-    for name in ("version", "pull"):
-        imp = result[f"importtime_{name}"]
-        assert isinstance(imp, dict)
-        print(f"\npython -X importtime -m hcpsync {name}: {imp['total_ms']} ms of imports")
-        print("  by package: " + ", ".join(f"{n} {ms}" for n, ms in imp["packages_ms"].items()))
-        print("  most self time: " + ", ".join(f"{n} {ms}" for n, ms in imp["top_self_ms"]))
-        heavy = [m for m in ("aiohttp", "aiobotocore", "botocore", "sqlite3", "ssl", "tqdm") if m in imp["loaded"]]
-        print(f"  loaded: {', '.join(heavy) or 'none of aiohttp, aiobotocore, botocore, sqlite3, ssl, tqdm'}")
+    print(f"origin {args.origin}, {args.runs} runs of each command, interleaved; wall (CPU: user + system)")
+    for build in builds:
+        res = result[build]
+        assert isinstance(res, dict)
+        print(f"{build}: {res['command']}")
+        for name in ("version", "pull"):
+            s = res[name]
+            print(f"  {name:<8} median {s['median_s']:.3f} s   min {s['min_s']:.3f} s   max {s['max_s']:.3f} s   "
+                  f"(CPU median {s['cpu_median_s']:.3f} s)")
+    for build in builds:
+        res = result[build]
+        assert isinstance(res, dict)
+        for name in ("version", "pull"):
+            imp = res[f"importtime_{name}"]
+            print(f"\n{build}: python -X importtime -m hcpsync {name}: {imp['total_ms']} ms of imports")
+            print("  by package: " + ", ".join(f"{n} {ms}" for n, ms in imp["packages_ms"].items()))
+            print("  most self time: " + ", ".join(f"{n} {ms}" for n, ms in imp["top_self_ms"]))
+            heavy = [m for m in ("aiohttp", "aiobotocore", "botocore", "sqlite3", "ssl", "tqdm") if m in imp["loaded"]]
+            print(f"  loaded: {', '.join(heavy) or 'none of aiohttp, aiobotocore, botocore, sqlite3, ssl, tqdm'}")
     return 0
 
 
