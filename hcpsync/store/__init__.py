@@ -12,6 +12,7 @@ no network stack.
 from __future__ import annotations
 
 import importlib
+import sys
 
 from .base import Body, ObjectStore, StorageStats
 from .options import StorageOptions
@@ -44,6 +45,26 @@ __all__ = [
     "translate",
     "translate_code",
 ]
+
+
+def import_in_background() -> None:
+    """Start importing aiohttp in a thread, so that a command's own start-up overlaps it.
+
+    aiohttp's import builds two default TLS contexts, loading the system CA bundle twice (20-50 ms
+    each, without the GIL): work a second core can do while this one parses arguments, imports the
+    rest of hcpsync and opens the journal.  The thread is not a daemon (the interpreter never stops
+    mid-import); an import that fails there fails again, with its message, where it is needed."""
+    if "aiohttp" not in sys.modules:
+        import threading
+
+        threading.Thread(target=_import_quietly, args=("aiohttp",), name="hcpsync-import").start()
+
+
+def _import_quietly(name: str) -> None:
+    try:
+        importlib.import_module(name)
+    except Exception:  # reported by the import that needs it
+        pass
 
 
 def __getattr__(name: str) -> Any:
