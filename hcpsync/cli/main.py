@@ -100,8 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command in _NETWORK_COMMANDS and not getattr(args, "offline", False):
         from ..store import import_in_background
+        from .options import storage_from
 
-        import_in_background()  # aiohttp, while the command's own modules load
+        import_in_background(storage_from(args))  # aiohttp (and botocore), while the command's own code loads
     import asyncio
 
     from ..text import say

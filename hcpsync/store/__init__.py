@@ -47,24 +47,29 @@ __all__ = [
 ]
 
 
-def import_in_background() -> None:
-    """Start importing aiohttp in a thread, so that a command's own start-up overlaps it.
+def import_in_background(options: StorageOptions | None = None) -> None:
+    """Start importing aiohttp, and botocore's session if ``options`` need it, in a thread, so that
+    a command's own start-up overlaps them.
 
     aiohttp's import builds two default TLS contexts, loading the system CA bundle twice (20-50 ms
-    each, without the GIL): work a second core can do while this one parses arguments, imports the
-    rest of hcpsync and opens the journal.  The thread is not a daemon (the interpreter never stops
-    mid-import); an import that fails there fails again, with its message, where it is needed."""
-    if "aiohttp" not in sys.modules:
+    each, without the GIL), and a pull opens its journal (SQLite, disk waits) before botocore's
+    session: work the thread does while this one waits or another core is free.  The thread is not
+    a daemon (the interpreter never stops mid-import); an import that fails there fails again, with
+    its message, where it is needed."""
+    wanted = ["aiohttp", *(["aiobotocore.session"] if options is not None and options.needs_botocore() else [])]
+    names = [name for name in wanted if name not in sys.modules]
+    if names:
         import threading
 
-        threading.Thread(target=_import_quietly, args=("aiohttp",), name="hcpsync-import").start()
+        threading.Thread(target=_import_quietly, args=(names,), name="hcpsync-import").start()
 
 
-def _import_quietly(name: str) -> None:
-    try:
-        importlib.import_module(name)
-    except Exception:  # reported by the import that needs it
-        pass
+def _import_quietly(names: list[str]) -> None:
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception:  # reported by the import that needs it
+            return
 
 
 def __getattr__(name: str) -> Any:

@@ -21,3 +21,12 @@ class StorageOptions:
 
     def resolved_endpoint(self) -> str | None:
         return self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+    def needs_botocore(self) -> bool:
+        """Whether requests need botocore's session (credentials, the profile's region and CA bundle) and
+        signer: all but anonymous requests to a plain-HTTP endpoint (no keys, no TLS, no region to find)."""
+        return not (self.no_sign_request and not self.profile and is_plain_http(self.resolved_endpoint()))
+
+
+def is_plain_http(endpoint: str | None) -> bool:
+    return bool(endpoint) and str(endpoint).lower().startswith("http://")

@@ -31,7 +31,7 @@ from .errors import CREDENTIALS_HINT, REDIRECTS, map_exceptions, redirect_error,
 from .options import StorageOptions
 from .retry import RetryPolicy
 from .s3_api import S3Api
-from .s3_http import FastGetter, is_plain_http, parse_error, tls_context
+from .s3_http import FastGetter, parse_error, tls_context
 
 log = logging.getLogger("hcpsync.store")
 
@@ -83,7 +83,7 @@ class S3Storage:
         if endpoint is not None and not _valid_endpoint(endpoint):
             raise UsageError(f"invalid S3 endpoint URL {endpoint!r}: expected http(s)://host[:port]")
         session: Any = None
-        if opts.no_sign_request and not opts.profile and is_plain_http(endpoint):
+        if not opts.needs_botocore():
             # anonymous requests to a plain-HTTP endpoint: no credentials to find, no TLS to configure,
             # and the region names nothing there; botocore (~0.1 s to import and set up) is not needed
             region = opts.region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"

@@ -25,6 +25,7 @@ from yarl import URL
 
 from ..config import TransferConfig
 from ..errors import UsageError
+from .options import is_plain_http
 
 log = logging.getLogger("hcpsync.store")
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
@@ -49,10 +50,6 @@ def bucket_url(endpoint: str | None, region: str, bucket: str) -> str:
 def query_string(params: dict[str, str]) -> str:
     """``params`` as SigV4 canonicalizes them: sorted, each name and value percent-encoded (RFC 3986)."""
     return "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(params.items()))
-
-
-def is_plain_http(endpoint: str | None) -> bool:
-    return bool(endpoint) and str(endpoint).lower().startswith("http://")
 
 
 def parse_error(body: bytes) -> tuple[str, str]:
