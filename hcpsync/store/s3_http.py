@@ -32,19 +32,34 @@ _ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
 _ERROR_MESSAGE = re.compile(rb"<Message>([^<]{0,300})</Message>")
 
 
+#: a bucket name that can be a host name label under AWS's wildcard certificate (botocore's ``check_dns_name``)
+_DNS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+
+
+def _aws(region: str, bucket: str) -> tuple[str, str]:
+    """``(origin, path prefix)`` of a bucket on AWS: virtual-hosted, or path-style for a name that cannot
+    be a host (``openneuro.org``: the dot would fail the ``*.s3.REGION.amazonaws.com`` certificate), as
+    botocore addresses them."""
+    if _DNS_BUCKET.match(bucket) and "--" not in bucket:
+        return f"https://{bucket}.s3.{region}.amazonaws.com", ""
+    return f"https://s3.{region}.amazonaws.com", f"/{quote(bucket, safe='')}"
+
+
 def object_url(endpoint: str | None, region: str, bucket: str, key: str) -> str:
-    """Path-style on a custom endpoint, virtual-hosted style on AWS."""
+    """Path-style on a custom endpoint, virtual-hosted style on AWS (path-style for a dotted bucket)."""
     path = quote(key, safe="/~")
     if endpoint:
         return f"{endpoint.rstrip('/')}/{bucket}/{path}"
-    return f"https://{bucket}.s3.{region}.amazonaws.com/{path}"
+    origin, prefix = _aws(region, bucket)
+    return f"{origin}{prefix}/{path}"
 
 
 def bucket_url(endpoint: str | None, region: str, bucket: str) -> str:
     """The URL of a bucket-level request (listing, HeadBucket), as botocore sends it."""
     if endpoint:
         return f"{endpoint.rstrip('/')}/{quote(bucket, safe='')}"
-    return f"https://{bucket}.s3.{region}.amazonaws.com/"
+    origin, prefix = _aws(region, bucket)
+    return f"{origin}{prefix or '/'}"
 
 
 def query_string(params: dict[str, str]) -> str:
