@@ -43,7 +43,8 @@ def moto_origin(root: Path) -> Iterator[tuple[str, list[str], dict[str, str]]]:
     """moto's server in a child process (not a thread here: it would share our CPU and GIL)."""
     code = ("import sys; from moto.server import ThreadedMotoServer as S; s = S(ip_address='127.0.0.1', port=0, "
             "verbose=False); s.start(); print('http://%s:%d' % s.get_host_and_port(), flush=True); sys.stdin.read()")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)  # (werkzeug logs every request there)
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()
