@@ -14,9 +14,6 @@ from collections.abc import Awaitable, Sequence
 from ..errors import HcpsyncError
 from .codes import EXIT_INTERNAL, EXIT_OK, EXIT_PIPE, EXIT_SIGINT, EXIT_SIGTERM
 
-#: the commands that talk to S3 (``verify`` unless ``--offline``)
-_NETWORK_COMMANDS = ("plan", "pull", "verify", "packages", "doctor")
-
 # Start-up: asyncio (with ssl), logging, the parser and each command's code are imported where
 # used; ``hcpsync --version`` is answered before any of them, ``--help`` loads no network stack.
 TYPE_CHECKING = False
@@ -98,11 +95,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.command in _NETWORK_COMMANDS and not getattr(args, "offline", False):
-        from ..store import import_in_background
-        from .options import storage_from
-
-        import_in_background(storage_from(args))  # aiohttp (and botocore), while the command's own code loads
     import asyncio
 
     from ..text import say

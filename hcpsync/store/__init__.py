@@ -12,7 +12,6 @@ no network stack.
 from __future__ import annotations
 
 import importlib
-import sys
 
 from .base import Body, ObjectStore, StorageStats
 from .options import StorageOptions
@@ -45,31 +44,6 @@ __all__ = [
     "translate",
     "translate_code",
 ]
-
-
-def import_in_background(options: StorageOptions | None = None) -> None:
-    """Start importing aiohttp, and botocore's session if ``options`` need it, in a thread, so that
-    a command's own start-up overlaps them.
-
-    aiohttp's import builds two default TLS contexts, loading the system CA bundle twice (20-50 ms
-    each, without the GIL), and a pull opens its journal (SQLite, disk waits) before botocore's
-    session: work the thread does while this one waits or another core is free.  The thread is not
-    a daemon (the interpreter never stops mid-import); an import that fails there fails again, with
-    its message, where it is needed."""
-    wanted = ["aiohttp", *(["aiobotocore.session"] if options is not None and options.needs_botocore() else [])]
-    names = [name for name in wanted if name not in sys.modules]
-    if names:
-        import threading
-
-        threading.Thread(target=_import_quietly, args=(names,), name="hcpsync-import").start()
-
-
-def _import_quietly(names: list[str]) -> None:
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except Exception:  # reported by the import that needs it
-            return
 
 
 def __getattr__(name: str) -> Any:
