@@ -1,13 +1,39 @@
-"""hcpsync: async, resumable, checksum-verified bulk downloads of HCP data on S3."""
+"""hcpsync: async, resumable, checksum-verified bulk downloads of HCP data on S3.
 
-from .api import Mirror, SubjectMirror, check, check_sync, last_selection, plan, plan_sync, pull, pull_sync, run_sync
-from .config import TransferConfig
-from .engine.progress import ProgressEvent
-from .errors import HcpsyncError
-from .models import Plan, PlannedObject, PullReport, Selection
-from .store.s3 import StorageOptions
-from .verify import VerifyReport, verify_tree
+The names below are imported when first used (PEP 562): ``import hcpsync`` or ``hcpsync --version``
+loads no network stack (aiohttp, botocore), ``hcpsync.Selection`` only the models, ``hcpsync.pull``
+what a pull needs.  ``from hcpsync import pull, Selection`` works as with eager imports.
+"""
+
+from __future__ import annotations
+
+import importlib
+
 from .version import __version__
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (mypy knows the name)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .api import Mirror, SubjectMirror, check, check_sync, last_selection, plan, plan_sync, pull, pull_sync, run_sync
+    from .config import TransferConfig
+    from .engine.progress import ProgressEvent
+    from .errors import HcpsyncError
+    from .models import Plan, PlannedObject, PullReport, Selection
+    from .store.options import StorageOptions
+    from .verify.tree import VerifyReport, verify_tree
+
+#: public name -> the module that defines it
+_EXPORTS = {
+    **dict.fromkeys(("Mirror", "SubjectMirror", "check", "check_sync", "last_selection", "plan", "plan_sync", "pull",
+                     "pull_sync", "run_sync"), ".api"),
+    "TransferConfig": ".config",
+    "ProgressEvent": ".engine.progress",
+    "HcpsyncError": ".errors",
+    **dict.fromkeys(("Plan", "PlannedObject", "PullReport", "Selection"), ".models"),
+    "StorageOptions": ".store.options",
+    **dict.fromkeys(("VerifyReport", "verify_tree"), ".verify.tree"),
+}
 
 __all__ = [
     "HcpsyncError",
@@ -32,3 +58,16 @@ __all__ = [
     "run_sync",
     "verify_tree",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

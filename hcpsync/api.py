@@ -31,12 +31,13 @@ from .models import DEFAULT_BUCKET, DEFAULT_RELEASE, Plan, PullReport, Selection
 from .planning import plan_for
 from .planning.listing import build_plan
 from .run import PullOptions, run_pull
-from .store.s3 import S3Storage, StorageOptions
-from .verify import VerifyReport, verify_tree
-from .verify.tree import VerifyProgress
+from .store.options import StorageOptions
+from .store.s3 import S3Storage
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+    from .verify.tree import VerifyProgress, VerifyReport
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -205,6 +206,8 @@ async def check(
     ``DEST/<subject>/.xdlm/``, no network.  Checksums a pull's journal recorded are reused for
     files unchanged since; ``full`` hashes everything again.  S3 access: see :class:`S3Access`.
     """
+    from .verify.tree import verify_tree  # a pull does not load the tree checker
+
     storage = _storage_options(access)
     root, jnl = _dest_and_journal(dest)
     try:

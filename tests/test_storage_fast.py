@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from hcpsync.config import TransferConfig
-from hcpsync.store.s3_http import FastGetter, object_url, parse_error
+from hcpsync.store.s3_http import FastGetter, bucket_url, object_url, parse_error
 
 
 def test_object_url_styles() -> None:
@@ -16,6 +16,12 @@ def test_object_url_styles() -> None:
         "http://127.0.0.1:9000/b/HCP_1200/1/a%20b%2Bc.nii"
     assert object_url(None, "eu-west-1", "hcp-openaccess", "HCP_1200/x~y") == \
         "https://hcp-openaccess.s3.eu-west-1.amazonaws.com/HCP_1200/x~y"
+    # a dotted bucket cannot be a host under AWS's wildcard certificate: path-style, as botocore sends it
+    assert object_url(None, "us-east-1", "openneuro.org", "ds000001/a b") == \
+        "https://s3.us-east-1.amazonaws.com/openneuro.org/ds000001/a%20b"
+    assert bucket_url(None, "us-east-1", "openneuro.org") == "https://s3.us-east-1.amazonaws.com/openneuro.org"
+    assert bucket_url(None, "eu-west-1", "hcp-openaccess") == "https://hcp-openaccess.s3.eu-west-1.amazonaws.com/"
+    assert bucket_url("http://127.0.0.1:9000/", "us-east-1", "b") == "http://127.0.0.1:9000/b"
 
 
 def test_parse_error() -> None:

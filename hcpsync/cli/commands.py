@@ -9,25 +9,27 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .. import api
-from ..dest import refuse_uri
-from ..doctor import DEFAULT_RELEASES, run_doctor
-from ..engine.progress import ProgressEvent, TqdmBar, want_bar
 from ..errors import HcpsyncError, UsageError
-from ..journal import status_of
-from ..models import Selection
 from ..text import say
-from ..verify import list_packages
-from ..verify.tree import check_dest, discover_subjects
 from .codes import EXIT_FAILED, EXIT_OK
 from .options import config_from, dest_from, journal_from, selection_from, storage_from, subjects_from
 from .render import Result, render, retry_hint
+
+if TYPE_CHECKING:
+    from ..engine.progress import TqdmBar
+    from ..models import Selection
+
+# Each command imports what it runs (the network stack, the journal, verification, doctor...) when
+# it runs: one command's start-up does not pay for the others.
 
 
 @contextmanager
 def progress_bar(args: argparse.Namespace, desc: str = "pull") -> Iterator[TqdmBar | None]:
     """A progress bar on stderr unless ``--no-progress`` or stderr is no TTY; closed on the way out."""
+    from ..engine.progress import TqdmBar, want_bar
+
     bar = TqdmBar(desc=desc) if want_bar(args.no_progress or getattr(args, "quiet", False)) else None
     try:
         yield bar
@@ -37,6 +39,8 @@ def progress_bar(args: argparse.Namespace, desc: str = "pull") -> Iterator[TqdmB
 
 
 async def cmd_plan(args: argparse.Namespace) -> int:
+    from .. import api
+
     plan = await api.plan(selection_from(args), storage=storage_from(args))
     render(plan, args.json)
     return EXIT_OK
@@ -49,6 +53,8 @@ def render_unless_quiet(result: Result, args: argparse.Namespace, ok: bool = Tru
 
 
 async def cmd_pull(args: argparse.Namespace) -> int:
+    from .. import api
+
     sel, cfg, opts = selection_from(args), config_from(args), storage_from(args)
     journal, dest = journal_from(args), dest_from(args)
     if args.dryrun:  # aws-cli's --dryrun: what would be fetched, nothing written
@@ -70,6 +76,8 @@ async def cmd_pull(args: argparse.Namespace) -> int:
 
 def render_interrupted(dest: str, journal: str | bool | None) -> None:
     """``pull --json`` interrupted: the destination and what its journal now says."""
+    from ..journal import status_of
+
     path = Path(journal) if isinstance(journal, str) else None
     try:
         status: object = status_of(Path(dest).expanduser(), path).to_json() if journal is not None else None
@@ -89,6 +97,9 @@ async def cmd_demo(args: argparse.Namespace) -> int:
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
+    from ..dest import refuse_uri
+    from ..journal import status_of
+
     refuse_uri(args.dest)
     render(status_of(Path(args.dest), Path(args.journal) if args.journal else None), args.json)
     return EXIT_OK
@@ -97,6 +108,10 @@ async def cmd_status(args: argparse.Namespace) -> int:
 def _verify_selection(args: argparse.Namespace) -> Selection | None:
     """The selection the options give (subjects default to the subject folders in DEST); None
     when they give none and a pull into DEST recorded one: then ``api.check`` takes that."""
+    from .. import api
+    from ..dest import refuse_uri
+    from ..verify.tree import check_dest, discover_subjects
+
     refuse_uri(args.dest)
     chosen = args.subject or args.subjects_file or args.path or args.filters or args.package
     if not chosen and api.last_selection(args.dest) is not None:
@@ -110,6 +125,9 @@ def _verify_selection(args: argparse.Namespace) -> Selection | None:
 
 
 async def cmd_verify(args: argparse.Namespace) -> int:
+    from .. import api
+    from ..engine.progress import ProgressEvent
+
     with progress_bar(args, desc="verify") as bar:
 
         def progress(files: int, files_total: int, done: int, total: int) -> None:
@@ -123,12 +141,16 @@ async def cmd_verify(args: argparse.Namespace) -> int:
 
 
 async def cmd_doctor(args: argparse.Namespace) -> int:
+    from ..doctor import DEFAULT_RELEASES, run_doctor
+
     report = await run_doctor(storage_from(args), args.bucket, args.release or DEFAULT_RELEASES, args.dest)
     render(report, args.json)
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
 async def cmd_packages(args: argparse.Namespace) -> int:
+    from ..verify.packages import list_packages
+
     rep = await list_packages(args.subject, bucket=args.bucket, release=args.release, storage=storage_from(args))
     render(rep, args.json)
     return EXIT_OK

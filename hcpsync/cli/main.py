@@ -7,24 +7,26 @@ stopped (disk full); 2 bad usage or input; 130 interrupted (SIGINT), 143 (SIGTER
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import logging
 import os
-import signal
 import sys
 from collections.abc import Awaitable, Sequence
-from typing import Any
 
 from ..errors import HcpsyncError
-from ..text import escape, say
-from .codes import EXIT_INTERNAL, EXIT_PIPE, EXIT_SIGINT, EXIT_SIGTERM
-from .commands import COMMANDS
-from .parser import build_parser, parse
+from .codes import EXIT_INTERNAL, EXIT_OK, EXIT_PIPE, EXIT_SIGINT, EXIT_SIGTERM
+
+# Start-up: asyncio (with ssl), logging, the parser and each command's code are imported where
+# used; ``hcpsync --version`` is answered before any of them, ``--help`` loads no network stack.
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # (without importing typing)
+    import argparse
+    from typing import Any
 
 
 async def _run_with_signals(coro: Awaitable[int]) -> int:
     """Run the command; SIGINT/SIGTERM cancel it (connections and files are closed on the way out)."""
+    import asyncio
+    import signal
+
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(coro)
     received: list[int] = []
@@ -53,14 +55,17 @@ async def _run_with_signals(coro: Awaitable[int]) -> int:
                 pass
 
 
-class _EscapingFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return escape(super().format(record))
-
-
 def _debug_logging() -> None:
     """``-v``/``--debug``: hcpsync's own log (requests, answers, retries) on stderr.  Only hcpsync's
     logger: botocore's debug log prints request headers, signatures included."""
+    import logging
+
+    from ..text import escape
+
+    class _EscapingFormatter(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return escape(super().format(record))
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_EscapingFormatter("hcpsync: debug: %(message)s"))
     log = logging.getLogger("hcpsync")
@@ -69,6 +74,13 @@ def _debug_logging() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if list(sys.argv[1:] if argv is None else argv) == ["--version"]:  # what argparse would print, sooner
+        from ..version import __version__
+
+        print(f"hcpsync {__version__}")
+        return EXIT_OK
+    from .parser import build_parser, parse
+
     parser = build_parser()
     args = parse(parser, argv)
     if getattr(args, "debug", False):
@@ -83,6 +95,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from ..text import say
+    from .commands import COMMANDS  # here, not atop: --version and --help load no command's code
+
     try:
         code = asyncio.run(_run_with_signals(COMMANDS[args.command](args)))
     except HcpsyncError as err:

@@ -10,7 +10,7 @@ from ..config import TransferConfig, parse_rate, parse_size
 from ..dest import refuse_uri
 from ..errors import SelectionError, UsageError
 from ..models import DEFAULT_BUCKET, DEFAULT_RELEASE, Selection
-from ..store.s3 import StorageOptions
+from ..store.options import StorageOptions
 from ..uri import parse_s3_uri
 
 

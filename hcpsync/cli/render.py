@@ -9,18 +9,20 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import singledispatch
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypeAlias
 
-from ..doctor import DoctorReport
-from ..journal import JournalStatus
 from ..models import Plan, PullReport, Selection
 from ..text import say
-from ..verify.packages import PackagesReport
-from ..verify.tree import VerifyReport
 
-Result = Plan | PullReport | VerifyReport | JournalStatus | PackagesReport | DoctorReport
+if TYPE_CHECKING:  # each is imported by the command that makes it: rendering imports none of them
+    from ..doctor import DoctorReport
+    from ..journal import JournalStatus
+    from ..verify.packages import PackagesReport
+    from ..verify.tree import VerifyReport
+
+Result: TypeAlias = "Plan | PullReport | VerifyReport | JournalStatus | PackagesReport | DoctorReport"
 
 
 def human(n: float) -> str:
@@ -45,7 +47,10 @@ def render(result: Result, as_json: bool, out: TextIO | None = None) -> None:
 @singledispatch
 def text_lines(result: object) -> Iterator[str]:
     """The text form of ``result``, line by line (unescaped: :func:`render` escapes)."""
-    raise TypeError(f"no text form for {type(result).__name__}")
+    lines = _BY_NAME.get(f"{type(result).__module__}.{type(result).__qualname__}")
+    if lines is None:
+        raise TypeError(f"no text form for {type(result).__name__}")
+    return lines(result)
 
 
 @text_lines.register
@@ -92,7 +97,6 @@ def retry_hint(report: PullReport) -> str:
     return f"run the same command again to retry the {len(report.failed)} failed (complete files are skipped)"
 
 
-@text_lines.register
 def _verify(report: VerifyReport) -> Iterator[str]:
     c = report.counts
     yield f"{report.dest} against {report.source}: {len(report.subjects)} subject(s)"
@@ -115,7 +119,6 @@ def _verify(report: VerifyReport) -> Iterator[str]:
         yield f"  note: {note}"
 
 
-@text_lines.register
 def _status(st: JournalStatus) -> Iterator[str]:
     if not st.path:
         yield f"nothing pulled into {st.dest} yet (it has no hcpsync journal)"
@@ -138,7 +141,6 @@ def _status(st: JournalStatus) -> Iterator[str]:
         yield f"{what}: hcpsync pull {sel.as_options()} --dest {shlex.quote(st.dest)} (with your --profile or --endpoint-url)"
 
 
-@text_lines.register
 def _packages(rep: PackagesReport) -> Iterator[str]:
     for p in rep.packages:
         unsized = f" (+{p.unsized} of unknown size)" if p.unsized else ""
@@ -147,7 +149,15 @@ def _packages(rep: PackagesReport) -> Iterator[str]:
         yield f"  problem: {problem}"
 
 
-@text_lines.register
 def _doctor(rep: DoctorReport) -> Iterator[str]:
     for c in rep.checks:
         yield f"{c.status.upper():<5} {c.name:<20} {c.detail}{f' -> {c.advice}' if c.advice else ''}"
+
+
+#: the text forms of the results whose classes this module does not import (by the class's full name)
+_BY_NAME: dict[str, Callable[[Any], Iterator[str]]] = {
+    "hcpsync.verify.tree.VerifyReport": _verify,
+    "hcpsync.journal.status.JournalStatus": _status,
+    "hcpsync.verify.packages.PackagesReport": _packages,
+    "hcpsync.doctor.DoctorReport": _doctor,
+}

@@ -1,15 +1,36 @@
 """Storage: the :class:`ObjectStore` protocol the other stages use, and its S3 implementation.
 
-``base`` (the protocols), ``s3`` (listing, HEAD, GET orchestration), ``s3_http`` (the fast GET),
+``base`` (the protocols), ``options`` (:class:`StorageOptions`), ``s3`` (listing, HEAD, GET
+orchestration), ``s3_api`` (ListObjectsV2, HEAD), ``s3_http`` (the signed requests, the fast GET),
 ``body`` (the streamed body and its checks), ``errors`` (translation into :mod:`hcpsync.errors`),
 ``retry`` (one policy for list, HEAD and GET), ``ratelimit`` (the bandwidth cap).
+
+The names are imported on first use: ``from hcpsync.store import ObjectStore`` (a protocol) loads
+no network stack.
 """
 
+from __future__ import annotations
+
+import importlib
+
 from .base import Body, ObjectStore, StorageStats
-from .errors import map_exceptions, translate, translate_code
-from .ratelimit import RateLimiter
-from .retry import RetryPolicy
-from .s3 import S3Storage, StorageOptions
+from .options import StorageOptions
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .errors import map_exceptions, translate, translate_code
+    from .ratelimit import RateLimiter
+    from .retry import RetryPolicy
+    from .s3 import S3Storage
+
+_LAZY = {
+    **dict.fromkeys(("map_exceptions", "translate", "translate_code"), ".errors"),
+    "RateLimiter": ".ratelimit",
+    "RetryPolicy": ".retry",
+    "S3Storage": ".s3",
+}
 
 __all__ = [
     "Body",
@@ -23,3 +44,12 @@ __all__ = [
     "translate",
     "translate_code",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

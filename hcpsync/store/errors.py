@@ -1,7 +1,8 @@
 """Every translation of botocore, aiohttp and socket exceptions, and of S3 error codes, into
 :mod:`hcpsync.errors`, as two tables (in the spirit of httpcore's ``map_exceptions``):
 
-* :data:`EXCEPTIONS`: exception classes -> a builder of the :class:`HcpsyncError`, first match wins;
+* :data:`EXCEPTIONS`: exception classes -> a builder of the :class:`HcpsyncError`, first match wins
+  (botocore's named: they are looked for once botocore is loaded, and none can exist before);
 * :data:`S3_CODES` / :data:`HTTP_STATUSES`: an S3 error code or an HTTP status -> a :class:`_Kind`
   of error, the earliest kind matched by either winning.
 
@@ -11,14 +12,15 @@ Nothing outside :mod:`hcpsync.store` ever sees a transport exception.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import IntEnum
 from typing import Any
 
 import aiohttp
-from botocore import exceptions as bce
 
 from ..errors import (
     AccessDeniedError,
@@ -146,28 +148,45 @@ def redirect_error(status: int, headers: Any, bucket: str, key: str | None = Non
 # --- exceptions --------------------------------------------------------------------------------
 
 
-def _client_error(exc: Any, bucket: str, key: str | None) -> HcpsyncError:
-    err = exc.response.get("Error", {}) or {}
-    meta = exc.response.get("ResponseMetadata", {}) or {}
-    code = str(err.get("Code", "")) or str(meta.get("HTTPStatusCode", ""))
-    status = int(meta.get("HTTPStatusCode", 0) or 0)
-    if status == 404 and code == "404" and getattr(exc, "operation_name", "") == "ListObjectsV2":
-        # botocore's stand-in code when the body held no S3 error: S3 names a listing's 404 (NoSuchBucket)
+def answer_error(status: int, code: str, message: str, headers: Any, bucket: str, key: str | None = None,
+                 listing: bool = False) -> HcpsyncError:
+    """The error an S3 answer with ``status`` >= 300 means: its S3 error ``code`` (``""``: none in the
+    body, as in any answer to a HEAD) and ``message``, its ``headers`` (a redirect's Location).  For the
+    answer to a listing (``listing``), a 404 without an S3 code means the endpoint is no S3 API."""
+    if status == 404 and code in ("", "404") and listing:
+        # S3 names a listing's 404 (NoSuchBucket)
         return NotS3Error(f"the endpoint answered 404 without an S3 error code to the listing of {where(bucket, key)}: "
                           "it is not an S3 API; check --endpoint-url")
     if status in REDIRECTS:
-        return redirect_error(status, meta.get("HTTPHeaders", {}) or {}, bucket, key)
-    return translate_code(code, status, str(err.get("Message", "")), bucket, key)
+        return redirect_error(status, headers, bucket, key)
+    return translate_code(code or str(status), status, message, bucket, key)
+
+
+def _client_error(exc: Any, bucket: str, key: str | None) -> HcpsyncError:
+    """botocore's ClientError (``404``, the status, standing for the code when the body held none)."""
+    err = exc.response.get("Error", {}) or {}
+    meta = exc.response.get("ResponseMetadata", {}) or {}
+    return answer_error(int(meta.get("HTTPStatusCode", 0) or 0), str(err.get("Code", "")), str(err.get("Message", "")),
+                        meta.get("HTTPHeaders", {}) or {}, bucket, key,
+                        listing=getattr(exc, "operation_name", "") == "ListObjectsV2")
+
+
+_BOTOCORE = "botocore.exceptions"
+
+
+def _is_botocore(exc: BaseException) -> bool:
+    bce = sys.modules.get(_BOTOCORE)
+    return bce is not None and isinstance(exc, bce.BotoCoreError)
 
 
 def _unreachable(exc: BaseException, bucket: str, key: str | None) -> HcpsyncError:
-    url = getattr(exc, "kwargs", {}).get("endpoint_url") if isinstance(exc, bce.BotoCoreError) else None
+    url = getattr(exc, "kwargs", {}).get("endpoint_url") if _is_botocore(exc) else None
     return EndpointError(f"cannot connect to the S3 endpoint{f' {url}' if url else ''}: connection refused or unreachable")
 
 
 def _tls(exc: BaseException, bucket: str, key: str | None) -> HcpsyncError:
     """A TLS failure: an unverifiable certificate names the options that mend it; another, the handshake."""
-    inner = exc.kwargs.get("error", exc) if isinstance(exc, bce.BotoCoreError) else exc  # aiobotocore wraps aiohttp's
+    inner = getattr(exc, "kwargs", {}).get("error", exc) if _is_botocore(exc) else exc  # aiobotocore wraps aiohttp's
     cert = getattr(inner, "certificate_error", inner)
     if isinstance(cert, ssl.SSLCertVerificationError):
         return CertificateError(
@@ -180,35 +199,49 @@ def _tls(exc: BaseException, bucket: str, key: str | None) -> HcpsyncError:
 
 _Builder = Callable[[Any, str, str | None], HcpsyncError]  # (exception, bucket, key)
 
-#: exception classes -> builder, in order: the first entry the exception is an instance of wins
-EXCEPTIONS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], _Builder], ...] = (
-    (bce.ClientError, _client_error),
+#: exception classes -> builder, in order: the first entry the exception is an instance of wins; a name
+#: is one of botocore's exceptions (anonymous requests to a plain-HTTP endpoint never import botocore)
+EXCEPTIONS: tuple[tuple[tuple[type[BaseException] | str, ...], _Builder], ...] = (
+    (("ClientError",), _client_error),
     # before the connection errors they also are; a TLS error mid-body stays a (retried) connection error
-    ((bce.SSLError, aiohttp.ClientSSLError, ssl.SSLCertVerificationError), _tls),
-    ((bce.NoCredentialsError, bce.PartialCredentialsError), lambda e, b, k: CredentialsError(
+    (("SSLError", aiohttp.ClientSSLError, ssl.SSLCertVerificationError), _tls),
+    (("NoCredentialsError", "PartialCredentialsError"), lambda e, b, k: CredentialsError(
         f"no AWS credentials found. {CREDENTIALS_HINT} (or --no-sign-request for public data)")),
-    (bce.ProfileNotFound, lambda e, b, k: CredentialsError(f"{e}. {CREDENTIALS_HINT}")),
-    (bce.InvalidRegionError, lambda e, b, k: UsageError(
+    (("ProfileNotFound",), lambda e, b, k: CredentialsError(f"{e}. {CREDENTIALS_HINT}")),
+    (("InvalidRegionError",), lambda e, b, k: UsageError(
         f"invalid region {e.kwargs.get('region_name')!r} (from --region, AWS_DEFAULT_REGION or the profile): "
         "a region name such as us-east-1 or eu-west-2")),
-    (bce.NoRegionError, lambda e, b, k: CredentialsError("no AWS region configured: pass --region us-east-1")),
-    ((bce.EndpointConnectionError, aiohttp.ClientConnectorError, ConnectionRefusedError), _unreachable),
-    ((bce.ReadTimeoutError, bce.ConnectTimeoutError, asyncio.TimeoutError, aiohttp.ServerTimeoutError),
+    (("NoRegionError",), lambda e, b, k: CredentialsError("no AWS region configured: pass --region us-east-1")),
+    (("EndpointConnectionError", aiohttp.ClientConnectorError, ConnectionRefusedError), _unreachable),
+    (("ReadTimeoutError", "ConnectTimeoutError", asyncio.TimeoutError, aiohttp.ServerTimeoutError),
      lambda e, b, k: TransientError(f"timed out on {where(b, k)}")),
-    ((bce.IncompleteReadError, aiohttp.ClientPayloadError),
+    (("IncompleteReadError", aiohttp.ClientPayloadError),
      lambda e, b, k: ShortReadError(f"connection closed before the whole body of {where(b, k)} arrived")),
-    ((bce.ResponseStreamingError, bce.ConnectionClosedError, bce.HTTPClientError, aiohttp.ClientError, ConnectionError,
+    (("ResponseStreamingError", "ConnectionClosedError", "HTTPClientError", aiohttp.ClientError, ConnectionError,
       EOFError), lambda e, b, k: TransientError(f"connection error on {where(b, k)}: {type(e).__name__}")),
-    (bce.BotoCoreError, lambda e, b, k: StorageError(f"{type(e).__name__} on {where(b, k)}: {e}")),
-    (OSError, lambda e, b, k: TransientError(f"network error on {where(b, k)}: {e.strerror or type(e).__name__}")),
+    (("BotoCoreError",), lambda e, b, k: StorageError(f"{type(e).__name__} on {where(b, k)}: {e}")),
+    ((OSError,), lambda e, b, k: TransientError(f"network error on {where(b, k)}: {e.strerror or type(e).__name__}")),
 )
+
+
+@functools.lru_cache(maxsize=2)
+def _classes(with_botocore: bool) -> tuple[tuple[tuple[type[BaseException], ...], _Builder], ...]:
+    """:data:`EXCEPTIONS` with botocore's names resolved, or left out (``with_botocore`` False)."""
+    bce = sys.modules[_BOTOCORE] if with_botocore else None
+    table = []
+    for classes, build in EXCEPTIONS:
+        resolved = tuple(c if not isinstance(c, str) else getattr(bce, c) for c in classes
+                         if not isinstance(c, str) or bce is not None)
+        if resolved:
+            table.append((resolved, build))
+    return tuple(table)
 
 
 def translate(exc: BaseException, bucket: str, key: str | None = None) -> HcpsyncError:
     """Turn any S3/transport exception into an :class:`HcpsyncError` with a one-line message."""
     if isinstance(exc, HcpsyncError):
         return exc
-    for classes, build in EXCEPTIONS:
+    for classes, build in _classes(_BOTOCORE in sys.modules):
         if isinstance(exc, classes):
             return build(exc, bucket, key)
     return StorageError(f"unexpected {type(exc).__name__} on {where(bucket, key)}")

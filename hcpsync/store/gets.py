@@ -51,7 +51,7 @@ class Endpoint(NamedTuple):
     def open(self, keys: Keys | None, config: TransferConfig) -> Getter:
         """A :class:`Getter` signing with ``keys`` (a worker's); close its ``fast`` when done."""
         fast = FastGetter(config, self.url, self.region, StaticKeys(keys) if keys else None, self.request_payer,
-                          tls_context(self.ca_bundle, self.verify_ssl))
+                          tls_context(self.ca_bundle, self.verify_ssl, self.url))
         return Getter(fast, config, StorageStats(), self.anonymous)
 
 

@@ -1,26 +1,26 @@
-"""S3 through one aiobotocore client (listing, HEAD) and :mod:`.s3_http`'s fast GET path.
+"""S3 on one aiohttp session: :mod:`.s3_api`'s listings and HEADs, :mod:`.s3_http`'s fast GET path.
 
 :class:`S3Storage` is the :class:`~hcpsync.store.base.ObjectStore` the other stages use: list a
 prefix (paginated), HEAD an object, stream a (ranged) GET with its checks (:mod:`.body`), and
 fetch a small object whole.  Errors are translated by :mod:`.errors`; listing and HEAD retry with
 :mod:`.retry`'s policy (the pool retries its GETs itself, resuming from the last byte written).
+botocore's session supplies the configuration (region, CA bundle) and the credentials, and its
+signer signs; no botocore client is built (see :mod:`.s3_api`), and anonymous requests to a
+plain-HTTP endpoint (a local mirror) need no botocore at all.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
-
-from aiobotocore.config import AioConfig
-from aiobotocore.httpsession import AIOHTTPSession
-from aiobotocore.session import AioSession
-from botocore import UNSIGNED
-from botocore import exceptions as bce
+from urllib.parse import urlsplit
 
 from ..config import TransferConfig
 from ..errors import BadResponseError, HcpsyncError, StorageError, UsageError
@@ -29,7 +29,9 @@ from .base import GET_BYTES_LIMIT, ObjectStore, StorageStats
 from .body import S3Body
 from .errors import CREDENTIALS_HINT, map_exceptions, redirect_error, translate, translate_code, where
 from .gets import Endpoint, Getter, Keys
+from .options import StorageOptions
 from .retry import RetryPolicy
+from .s3_api import S3Api
 from .s3_http import FastGetter, tls_context
 
 log = logging.getLogger("hcpsync.store")
@@ -48,22 +50,9 @@ __all__ = [
 
 T = TypeVar("T")
 
-
-@dataclass(frozen=True)
-class StorageOptions:
-    """Where and how to reach S3.  Credentials come from the standard AWS chain."""
-
-    endpoint_url: str | None = None
-    profile: str | None = None
-    region: str | None = None
-    no_sign_request: bool = False
-    request_payer: bool = False
-    #: a PEM file of CA certificates to trust (default: $AWS_CA_BUNDLE, the profile's ca_bundle, the usual CAs)
-    ca_bundle: str | None = None
-    verify_ssl: bool = True
-
-    def resolved_endpoint(self) -> str | None:
-        return self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+#: botocore's checks of a region name and of an endpoint's host name (``botocore.utils``)
+_REGION = re.compile(r"^(?![0-9]+$)(?!-)[a-zA-Z0-9-]{,63}(?<!-)$")
+_HOST = re.compile(r"^((?!-)[A-Z\d-]{1,63}(?<!-)\.)*((?!-)[A-Z\d-]{1,63}(?<!-))$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -72,30 +61,6 @@ class BucketProbe:
 
     region: str | None  # x-amz-bucket-region (None when the endpoint does not say)
     server_date: str | None  # the Date header, as sent
-
-
-class _NoRedirects:
-    """An aiohttp session whose requests never follow redirects (see :class:`_UnredirectedHTTP`)."""
-
-    def __init__(self, session: Any) -> None:
-        self._session = session
-
-    def request(self, *args: Any, **kwargs: Any) -> Any:
-        return self._session.request(*args, **{**kwargs, "allow_redirects": False})
-
-
-class _UnredirectedHTTP(AIOHTTPSession):  # type: ignore[misc]
-    """aiobotocore's HTTP session, minus aiohttp's own redirect following.
-
-    aiobotocore sends through ``aiohttp.ClientSession.request`` with aiohttp's default
-    ``allow_redirects=True``: a 301/307 with a Location is followed to the other host (minus the
-    Authorization header), and botocore only sees that host's answer ("NoSuchBucket", say).
-    Unfollowed, the 3xx reaches botocore's S3 region redirector (which re-signs AWS's own
-    cross-region redirects) and then :func:`translate`, which reports it.
-    """
-
-    async def _get_session(self, proxy_url: Any) -> Any:
-        return _NoRedirects(await super()._get_session(proxy_url))
 
 
 class S3Storage:
@@ -115,46 +80,42 @@ class S3Storage:
 
     async def __aenter__(self) -> S3Storage:
         opts = self.options
-        try:
-            session = AioSession(profile=opts.profile) if opts.profile else AioSession()
-            # listings parse every LastModified with dateutil (~0.25 ms each, seconds per subject);
-            # hcpsync never reads it, so keep timestamps as the raw strings
-            session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
-            region = opts.region or session.get_config_variable("region") or "us-east-1"
-            bundle = opts.ca_bundle or session.get_config_variable("ca_bundle")
-        except bce.BotoCoreError as exc:
-            raise translate(exc, "-") from exc
-        tls = tls_context(bundle, opts.verify_ssl)  # listings and GETs trust the same CAs
+        endpoint = opts.resolved_endpoint()
+        if endpoint is not None and not _valid_endpoint(endpoint):
+            raise UsageError(f"invalid S3 endpoint URL {endpoint!r}: expected http(s)://host[:port]")
+        session: Any = None
+        if not opts.needs_botocore():
+            # anonymous requests to a plain-HTTP endpoint: no credentials to find, no TLS to configure,
+            # and the region names nothing there; botocore (~0.1 s to import and set up) is not needed
+            region = opts.region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+            bundle = opts.ca_bundle or os.environ.get("AWS_CA_BUNDLE") or None
+        else:
+            from aiobotocore.session import AioSession
+            from botocore import exceptions as bce
+
+            try:
+                session = AioSession(profile=opts.profile) if opts.profile else AioSession()
+                region = opts.region or session.get_config_variable("region") or "us-east-1"
+                bundle = opts.ca_bundle or session.get_config_variable("ca_bundle")
+            except bce.BotoCoreError as exc:
+                raise translate(exc, "-") from exc
+        if not _REGION.match(region):
+            raise UsageError(f"invalid region {region!r} (from --region, AWS_DEFAULT_REGION or the profile): "
+                             "a region name such as us-east-1 or eu-west-2")
+        tls = tls_context(bundle, opts.verify_ssl, endpoint)  # listings and GETs trust the same CAs
         self.ca_bundle = bundle
         self._stack = AsyncExitStack()
         try:
-            self._client = await self._stack.enter_async_context(
-                session.create_client("s3", region_name=region, endpoint_url=opts.resolved_endpoint(),
-                                      config=self._client_config(), verify=bundle if opts.verify_ssl else False)
-            )
-            creds = None if opts.no_sign_request else await session.get_credentials()
+            creds = None if session is None or opts.no_sign_request else await session.get_credentials()
             self.region, self.credential_source = region, getattr(creds, "method", None)
-            fast = FastGetter(self.config, opts.resolved_endpoint(), region, creds, opts.request_payer, tls)
+            fast = FastGetter(self.config, endpoint, region, creds, opts.request_payer, tls)
             self._stack.push_async_callback(fast.close)
             self._getter = Getter(fast, self.config, self.stats, opts.no_sign_request)
+            self._client = S3Api(fast, anonymous=opts.no_sign_request)
         except Exception as exc:
             await self._stack.aclose()
-            if isinstance(exc, ValueError) and "endpoint" in str(exc).lower():  # botocore's "Invalid endpoint: x"
-                url = opts.resolved_endpoint()
-                raise UsageError(f"invalid S3 endpoint URL {url!r}: expected http(s)://host[:port]") from exc
             raise translate(exc, "-") from exc
         return self
-
-    def _client_config(self) -> AioConfig:
-        return AioConfig(
-            http_session_cls=_UnredirectedHTTP,
-            max_pool_connections=self.config.concurrency,
-            connect_timeout=self.config.connect_timeout,
-            read_timeout=self.config.read_timeout,
-            retries={"total_max_attempts": 1},  # hcpsync retries itself (RetryPolicy), resuming ranges
-            signature_version=UNSIGNED if self.options.no_sign_request else None,
-            tcp_keepalive=True,
-        )
 
     async def __aexit__(self, *exc: object) -> None:
         if self._stack is not None:
@@ -244,6 +205,25 @@ class S3Storage:
             async for chunk in body.chunks(self.config.chunk_size):
                 buf += chunk
             return bytes(buf)
+
+
+def _valid_endpoint(url: str) -> bool:
+    """An http(s) URL with a valid host name or IP address (botocore's check, and the scheme)."""
+    if set(url) & {"\t", "\n", "\r"}:
+        return False
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return False
+    host = parts.hostname
+    if parts.scheme.lower() not in ("http", "https") or not host or len(host) > 255:
+        return False
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return _HOST.match(host.removesuffix(".")) is not None
 
 
 def _next_token(resp: dict[str, Any], bucket: str, prefix: str, seen: set[str]) -> str | None:

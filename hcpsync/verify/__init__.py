@@ -7,13 +7,33 @@
 * :mod:`.packages`: listing the packages of subjects (:func:`list_packages`);
 * :mod:`.cache`: checksums already computed (:class:`VerifiedCache`);
 * :mod:`.hashing`: MD5 of files, and what an S3 ETag says about it.
+
+The names below are imported on first use: a pull, which fetches and checks manifests, does
+not load the tree checker or the package lister.
 """
 
-from .cache import MemoryVerifiedCache, NullVerifiedCache, VerifiedCache
-from .checker import PullVerifier
-from .manifests import ManifestSet, fetch_manifests, fetch_manifests_for_plan, load_local_manifests, manifest_notes
-from .packages import PackageInfo, PackagesReport, list_packages
-from .tree import FileCheck, VerifyReport, verify_tree
+from __future__ import annotations
+
+import importlib
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .cache import MemoryVerifiedCache, NullVerifiedCache, VerifiedCache
+    from .checker import PullVerifier
+    from .manifests import ManifestSet, fetch_manifests, fetch_manifests_for_plan, load_local_manifests, manifest_notes
+    from .packages import PackageInfo, PackagesReport, list_packages
+    from .tree import FileCheck, VerifyReport, verify_tree
+
+_LAZY = {
+    **dict.fromkeys(("MemoryVerifiedCache", "NullVerifiedCache", "VerifiedCache"), ".cache"),
+    "PullVerifier": ".checker",
+    **dict.fromkeys(("ManifestSet", "fetch_manifests", "fetch_manifests_for_plan", "load_local_manifests",
+                     "manifest_notes"), ".manifests"),
+    **dict.fromkeys(("PackageInfo", "PackagesReport", "list_packages"), ".packages"),
+    **dict.fromkeys(("FileCheck", "VerifyReport", "verify_tree"), ".tree"),
+}
 
 __all__ = [
     "FileCheck",
@@ -32,3 +52,12 @@ __all__ = [
     "manifest_notes",
     "verify_tree",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
