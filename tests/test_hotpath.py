@@ -134,9 +134,10 @@ async def test_ranged_gets_receive_in_larger_pieces() -> None:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    getter = s3_http.FastGetter(TransferConfig(concurrency=1), f"http://127.0.0.1:{port}", "us-east-1", None, False)
+    cfg = TransferConfig(concurrency=1, chunk_size=1024 * 1024)
+    getter = s3_http.FastGetter(cfg, f"http://127.0.0.1:{port}", "us-east-1", None, False)
     try:
-        for headers, size, want in (({"Range": "bytes=5-2000000"}, s3_http.RANGED_RECV, payload[5:2000001]),
+        for headers, size, want in (({"Range": "bytes=5-2000000"}, 1024 * 1024, payload[5:2000001]),
                                     ({}, s3_http.SMALL_RECV, payload)):
             resp = await getter.get("b", "k", headers)
             transport = resp.connection.transport if resp.connection else None

@@ -30,15 +30,12 @@ log = logging.getLogger("hcpsync.store")
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
 _ERROR_MESSAGE = re.compile(rb"<Message>([^<]{0,300})</Message>")
 
-#: ``recv`` size for the body of a ranged GET (asyncio's default, 256 KiB, for the others).  Each
-#: ``recv`` costs ~45 us of Python on the loop (transport, parser, stream, task wake-up, one turn
-#: of the fetch loop): at 1 MiB a large pull spends ~15 % less CPU per GB.  Costs memory: up to
-#: one such buffer per connection in flight (64 MiB at ``--concurrency 64``).
-RANGED_RECV = 1024 * 1024
+#: ``recv`` size of a connection (asyncio's own); a ranged GET's body is received
+#: ``max(SMALL_RECV, config.chunk_size)`` at a time.  Each ``recv`` costs ~45 us of Python on the
+#: loop (transport, parser, stream, task wake-up): with 1 MiB chunks a large pull spends ~15 %
+#: less CPU per GB than with 256 KiB ones, for up to one such buffer per connection in flight
+#: (``concurrency x chunk_size``, the memory bound :class:`~hcpsync.config.TransferConfig` states).
 SMALL_RECV = 256 * 1024
-#: aiohttp's per-connection read buffer: reading pauses over twice this (its default, 64 KiB,
-#: paused and resumed the socket around every large ``recv``)
-READ_BUFSIZE = 256 * 1024
 
 
 def object_url(endpoint: str | None, region: str, bucket: str, key: str) -> str:
@@ -80,12 +77,12 @@ class FastGetter:
         self.request_payer = request_payer
         self._regions: dict[str, str] = {}  # bucket -> region learnt from a redirect
         self._proxies: dict[str, tuple[URL | None, aiohttp.BasicAuth | None]] = {}  # origin -> its proxy
+        self._ranged_recv = max(SMALL_RECV, config.chunk_size)
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=config.concurrency, limit_per_host=0, ttl_dns_cache=300,
                                            keepalive_timeout=30, ssl=tls),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout),
             auto_decompress=False,
-            read_bufsize=READ_BUFSIZE,
             skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
         )
 
@@ -131,7 +128,7 @@ class FastGetter:
             target = URL(url, encoded=True)
             proxy, proxy_auth = self._proxy(target)
             resp = await self._session.get(target, headers=signed, allow_redirects=False, proxy=proxy, proxy_auth=proxy_auth)
-            _set_recv_size(resp, RANGED_RECV if "Range" in headers else SMALL_RECV)
+            _set_recv_size(resp, self._ranged_recv if "Range" in headers else SMALL_RECV)
             log.debug("GET %s%s -> %d", url, f" Range: {headers['Range']}" if "Range" in headers else "", resp.status)
             moved = resp.headers.get("x-amz-bucket-region")
             if self.endpoint is None and resp.status in (301, 307, 400) and moved and moved != region:
