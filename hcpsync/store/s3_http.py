@@ -30,13 +30,6 @@ log = logging.getLogger("hcpsync.store")
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
 _ERROR_MESSAGE = re.compile(rb"<Message>([^<]{0,300})</Message>")
 
-#: ``recv`` size of a connection (asyncio's own); a ranged GET's body is received
-#: ``max(SMALL_RECV, config.chunk_size)`` at a time.  Each ``recv`` costs ~45 us of Python on the
-#: loop (transport, parser, stream, task wake-up): with 1 MiB chunks a large pull spends ~15 %
-#: less CPU per GB than with 256 KiB ones, for up to one such buffer per connection in flight
-#: (``concurrency x chunk_size``, the memory bound :class:`~hcpsync.config.TransferConfig` states).
-SMALL_RECV = 256 * 1024
-
 
 def object_url(endpoint: str | None, region: str, bucket: str, key: str) -> str:
     """Path-style on a custom endpoint, virtual-hosted style on AWS."""
@@ -77,7 +70,6 @@ class FastGetter:
         self.request_payer = request_payer
         self._regions: dict[str, str] = {}  # bucket -> region learnt from a redirect
         self._proxies: dict[str, tuple[URL | None, aiohttp.BasicAuth | None]] = {}  # origin -> its proxy
-        self._ranged_recv = max(SMALL_RECV, config.chunk_size)
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=config.concurrency, limit_per_host=0, ttl_dns_cache=300,
                                            keepalive_timeout=30, ssl=tls),
@@ -128,7 +120,6 @@ class FastGetter:
             target = URL(url, encoded=True)
             proxy, proxy_auth = self._proxy(target)
             resp = await self._session.get(target, headers=signed, allow_redirects=False, proxy=proxy, proxy_auth=proxy_auth)
-            _set_recv_size(resp, self._ranged_recv if "Range" in headers else SMALL_RECV)
             log.debug("GET %s%s -> %d", url, f" Range: {headers['Range']}" if "Range" in headers else "", resp.status)
             moved = resp.headers.get("x-amz-bucket-region")
             if self.endpoint is None and resp.status in (301, 307, 400) and moved and moved != region:
@@ -137,16 +128,3 @@ class FastGetter:
                 continue
             return resp
         return resp
-
-
-def _set_recv_size(resp: aiohttp.ClientResponse, size: int) -> None:
-    """How much the connection's next ``recv`` calls take at once.  asyncio's plain TCP transport
-    reads ``transport.max_size`` bytes per call (a class attribute, 256 KiB); a TLS transport, or
-    uvloop's, has no such attribute and keeps its own size."""
-    conn = resp.connection
-    transport = conn.transport if conn is not None else None
-    if transport is not None and isinstance(getattr(transport, "max_size", None), int):
-        try:
-            transport.max_size = size  # type: ignore[attr-defined]
-        except AttributeError:  # pragma: no cover - a transport type with fixed attributes
-            pass
