@@ -13,14 +13,12 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from aiohttp import StreamReader, web
+from aiohttp import StreamReader
 
-from hcpsync.config import TransferConfig
 from hcpsync.engine import md5stream
 from hcpsync.engine.crc import crc32
 from hcpsync.engine.tempfile import TempFile
 from hcpsync.errors import RangeMismatchError, ShortReadError
-from hcpsync.store import s3_http
 from hcpsync.store.body import S3Body
 
 
@@ -117,32 +115,3 @@ async def test_stream_md5s_of_interleaved_streams_stay_apart() -> None:
     got = await asyncio.gather(*(s.hexdigest() for s in streams))
     assert got == [hashlib.md5(b).hexdigest() for b in blobs]
 
-
-async def test_ranged_gets_receive_in_larger_pieces() -> None:
-    payload = os.urandom(3 * 1024 * 1024)
-
-    async def handler(request: web.Request) -> web.Response:
-        if "Range" in request.headers:
-            first, last = request.headers["Range"].removeprefix("bytes=").split("-")
-            return web.Response(status=206, body=payload[int(first) : int(last) + 1])
-        return web.Response(body=payload)
-
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    getter = s3_http.FastGetter(TransferConfig(concurrency=1), f"http://127.0.0.1:{port}", "us-east-1", None, False)
-    try:
-        for headers, size, want in (({"Range": "bytes=5-2000000"}, s3_http.RANGED_RECV, payload[5:2000001]),
-                                    ({}, s3_http.SMALL_RECV, payload)):
-            resp = await getter.get("b", "k", headers)
-            transport = resp.connection.transport if resp.connection else None
-            assert transport is not None and transport.max_size == size  # type: ignore[attr-defined]
-            assert await resp.read() == want
-            resp.close()
-    finally:
-        await getter.close()
-        await runner.cleanup()

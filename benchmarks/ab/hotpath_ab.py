@@ -14,6 +14,7 @@ served (its access log).  The summary gives per variant the medians of CPU-s per
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -31,10 +32,11 @@ from benchmarks.origin import Origin
 from benchmarks.runner import WORK, Target, Variant, build, child_env
 
 
-def run_one(argv: list[str], env: dict[str, str]) -> dict[str, float]:
+def run_one(argv: list[str], env: dict[str, str], out: Path) -> dict[str, float]:
     t0 = time.monotonic()
-    p = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, ru = os.wait4(p.pid, 0)
+    with open(out, "wb") as so:
+        p = subprocess.Popen(argv, env=env, stdout=so, stderr=subprocess.PIPE)
+        _, status, ru = os.wait4(p.pid, 0)
     wall = time.monotonic() - t0
     p.returncode = os.waitstatus_to_exitcode(status)
     err = p.stderr.read().decode(errors="replace") if p.stderr else ""
@@ -58,6 +60,8 @@ def main() -> int:
     ap.add_argument("--args", default="", help="extra hcpsync pull arguments for every variant")
     ap.add_argument("--json", type=Path, help="append every run as a JSON line here")
     ap.add_argument("--verify", action="store_true", help="MD5-check each variant's first run")
+    ap.add_argument("--url", help="an origin already serving the workload (e.g. https://...; add --ca-bundle to "
+                    "--args): requests and bytes then come from hcpsync's JSON report")
     args = ap.parse_args()
     wl = workloads.ensure(args.workload, WORK, log=True)
     variants: list[tuple[str, str, dict[str, str]]] = []
@@ -68,9 +72,10 @@ def main() -> int:
         variants.append((label, binary, env))
     dest_root = WORK / "dest" / "ab"
     rows: dict[str, list[dict[str, float]]] = {v[0]: [] for v in variants}
-    with Origin(wl.root, access_log=True) as origin:
-        alog = AccessLog(origin.access_log_path)
-        t = Target(wl, origin.url)
+    with contextlib.ExitStack() as stack:
+        origin = None if args.url else stack.enter_context(Origin(wl.root, access_log=True))
+        alog = AccessLog(origin.access_log_path if origin is not None else None)
+        t = Target(wl, args.url or (origin.url if origin is not None else ""))
         for rnd in range(args.runs):
             k = rnd % len(variants)
             for label, binary, extra_env in variants[k:] + variants[:k]:
@@ -83,10 +88,14 @@ def main() -> int:
                 v = Variant(label, "hcpsync", tuple(args.args.split()), argv0=(binary,))
                 argvs, env = build(v, t, dest, WORK / "scratch")
                 alog.skip_to_end(settle=0)
-                res = run_one(argvs[0], child_env({**env, **extra_env}))
-                log = measure.summarize_log(alog.read_new())
-                res["requests"] = log["object_requests"]
-                res["bytes"] = log["object_bytes"]
+                out = WORK / "scratch" / f"ab-{label}.json"
+                res = run_one(argvs[0], child_env({**env, **extra_env}), out)
+                if origin is not None:
+                    log = measure.summarize_log(alog.read_new())
+                    res["requests"], res["bytes"] = log["object_requests"], log["object_bytes"]
+                else:
+                    report = json.loads(out.read_text())
+                    res["requests"], res["bytes"] = report["requests"], report["transferred"]["bytes"]
                 res["round"] = rnd
                 if args.verify and rnd < len(variants):
                     vr = workloads.verify(wl, dest / t.subject, strip_prefix=wl.prefix, check_md5=True)

@@ -31,16 +31,6 @@ log = logging.getLogger("hcpsync.store")
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
 _ERROR_MESSAGE = re.compile(rb"<Message>([^<]{0,300})</Message>")
 
-#: ``recv`` size for the body of a ranged GET (asyncio's default, 256 KiB, for the others).  Each
-#: ``recv`` costs ~45 us of Python on the loop (transport, parser, stream, task wake-up, one turn
-#: of the fetch loop): at 1 MiB a large pull spends ~15 % less CPU per GB.  Costs memory: up to
-#: one such buffer per connection in flight (64 MiB at ``--concurrency 64``).
-RANGED_RECV = 1024 * 1024
-SMALL_RECV = 256 * 1024
-#: aiohttp's per-connection read buffer: reading pauses over twice this (its default, 64 KiB,
-#: paused and resumed the socket around every large ``recv``)
-READ_BUFSIZE = 256 * 1024
-
 
 #: a bucket name that can be a host name label under AWS's wildcard certificate (botocore's ``check_dns_name``)
 _DNS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
@@ -119,7 +109,6 @@ class FastGetter:
                                            keepalive_timeout=30, ssl=tls),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout, sock_read=config.read_timeout),
             auto_decompress=False,
-            read_bufsize=READ_BUFSIZE,
             skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
         )
 
@@ -177,7 +166,6 @@ class FastGetter:
             proxy, proxy_auth = self._proxy(target)
             resp = await self._session.request(method, target, headers=signed, allow_redirects=False, proxy=proxy,
                                                proxy_auth=proxy_auth)
-            _set_recv_size(resp, RANGED_RECV if "Range" in headers else SMALL_RECV)
             log.debug("%s %s%s -> %d", method, url, f" Range: {headers['Range']}" if "Range" in headers else "", resp.status)
             moved = resp.headers.get("x-amz-bucket-region")
             if self.endpoint is None and resp.status in (301, 307, 400) and moved and moved != region:
@@ -186,16 +174,3 @@ class FastGetter:
                 continue
             return resp
         return resp
-
-
-def _set_recv_size(resp: aiohttp.ClientResponse, size: int) -> None:
-    """How much the connection's next ``recv`` calls take at once.  asyncio's plain TCP transport
-    reads ``transport.max_size`` bytes per call (a class attribute, 256 KiB); a TLS transport, or
-    uvloop's, has no such attribute and keeps its own size."""
-    conn = resp.connection
-    transport = conn.transport if conn is not None else None
-    if transport is not None and isinstance(getattr(transport, "max_size", None), int):
-        try:
-            transport.max_size = size  # type: ignore[attr-defined]
-        except AttributeError:  # pragma: no cover - a transport type with fixed attributes
-            pass
