@@ -41,6 +41,11 @@ class TransferConfig:
         5xx, reset, timeout, short body).  A retried range resumes from its last written byte.
     ``backoff_base`` / ``backoff_max``
         Full-jitter exponential backoff: sleep ``uniform(0, min(max, base * 2**attempt))``.
+    ``workers``
+        Processes that move bytes (see :mod:`hcpsync.engine.procs`): ``None`` (the default)
+        for one per core this process may run on, started only once a pull has enough to
+        fetch; ``1`` for a single process (no child process at all); ``N`` for exactly ``N``
+        worker processes, each with its share of ``concurrency`` and ``max_bandwidth``.
     ``connect_timeout`` / ``read_timeout``
         Seconds; a connection that sends no byte for ``read_timeout`` is abandoned and retried.
     ``low_speed_limit`` / ``low_speed_time``
@@ -67,6 +72,7 @@ class TransferConfig:
     read_timeout: float = 30.0
     low_speed_limit: int = 1 * KiB
     low_speed_time: float = 30.0
+    workers: int | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency < 1 or self.concurrency > 4096:
@@ -79,6 +85,8 @@ class TransferConfig:
             raise UsageError(f"chunk size must be at least 1024 bytes, got {self.chunk_size}")
         if self.max_bandwidth is not None and self.max_bandwidth < 1024:
             raise UsageError(f"max bandwidth must be at least 1 KiB/s, got {self.max_bandwidth}")
+        if self.workers is not None and not 1 <= self.workers <= 256:
+            raise UsageError(f"workers must be between 1 and 256, got {self.workers}")
         if self.retries < 0:
             raise UsageError(f"retries must be >= 0, got {self.retries}")
         if self.read_timeout <= 0 or self.connect_timeout <= 0:

@@ -278,6 +278,8 @@ class PullReport:
     #: the destination folder, and the journal that makes the pull resumable (None: ``journal=False``)
     dest: str = ""
     journal: str | None = None
+    #: worker processes that fetched parts (0: every byte came through this process)
+    workers: int = 0
 
     @property
     def ok(self) -> bool:
@@ -305,6 +307,7 @@ class PullReport:
             "mean_rate_bytes_per_second": round(self.rate, 1),
             "requests": self.requests,
             "retries": self.retries,
+            "workers": self.workers,
             "notes": list(self.notes),
         }
 

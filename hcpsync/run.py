@@ -14,7 +14,7 @@ import contextlib
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from .dest import claim_source, prepare_dest, prepare_state_dir
 from .engine.events import Listener
 from .engine.limits import fit_to_fd_limit
 from .engine.pool import PoolResult, TransferPool
+from .engine.procs import WorkerSet, usable_cores
 from .engine.progress import Progress, ProgressCallback
 from .errors import EtagMismatchError, HcpsyncError, ObjectChangedError, VerificationError
 from .journal.resume import JournalGate, check_partials
@@ -123,19 +124,22 @@ async def _run_pull(selection: Selection | Plan, root: Path, opts: PullOptions, 
             prog.start(len(the_plan.objects), the_plan.total_bytes)
             session.start_sync_points(opts.sync_interval)
             try:
-                pool = _PoolFactory(s3, the_plan, root, cfg, prog, gate, verifier, listeners)
-                rounds = await _run_rounds(pool, schedule(the_plan.objects, cfg), cfg.retries)
+                async with _workers(cfg, s3, the_plan.selection.bucket) as remote:
+                    pool = _PoolFactory(s3, the_plan, root, cfg, prog, gate, verifier, listeners, remote)
+                    rounds = await _run_rounds(pool, schedule(the_plan.objects, cfg), cfg.retries)
             finally:
                 await session.stop_sync_points()
             prog.finish()
             rounds.result.retries += s3.stats.retries
-            requests = s3.stats.requests
+            requests = s3.stats.requests + (remote.requests if remote is not None else 0)
+            workers = len(remote.used) if remote is not None else 0
+            notes += remote.notes if remote is not None else []
         if rounds.result.fatal is not None:
             session.finish(f"stopped: {rounds.result.fatal}", {})
             raise rounds.result.fatal
         notes += rounds.notes + (verifier.notes if verifier is not None else [])
         report = replace(_report(the_plan, rounds.result, notes, verifier, requests, time.monotonic() - t0),
-                         dest=str(root), journal=str(jnl.path) if jnl is not None else None)
+                         dest=str(root), journal=str(jnl.path) if jnl is not None else None, workers=workers)
         session.finish("complete" if report.ok else f"{len(report.failed)} failed", {
             "transferred_files": report.transferred_files, "transferred_bytes": report.transferred_bytes,
             "failed": len(report.failed)})
@@ -154,10 +158,24 @@ class _PoolFactory:
     gate: JournalGate | None
     verifier: PullVerifier | None
     listeners: Sequence[Listener]
+    remote: WorkerSet | None
 
     def __call__(self) -> TransferPool:
         return TransferPool(self.s3, self.plan.selection.bucket, self.root, self.config, self.progress,
-                            gate=self.gate, checker=self.verifier, listeners=self.listeners)
+                            gate=self.gate, checker=self.verifier, listeners=self.listeners, remote=self.remote)
+
+
+@contextlib.asynccontextmanager
+async def _workers(cfg: TransferConfig, s3: S3Storage, bucket: str) -> AsyncIterator[
+    WorkerSet | None
+]:
+    """The pull's worker processes (None: everything in this process); all stopped on the way out."""
+    count = cfg.workers or usable_cores()
+    if count <= 1:
+        yield None
+        return
+    async with WorkerSet(count, s3.endpoint(), s3.frozen_keys, cfg, bucket, eager=cfg.workers is not None) as ws:
+        yield ws
 
 
 async def _run_rounds(make_pool: _PoolFactory, objects: Sequence[PlannedObject], retries: int) -> _Rounds:

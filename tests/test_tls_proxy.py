@@ -68,10 +68,13 @@ def test_aws_ca_bundle_reaches_the_gets(moto_url: str, bucket: str, net: NetFixt
     assert pulled(pull(bucket, url, tmp_path / "d", env={"AWS_CA_BUNDLE": str(pki[0])}), tmp_path / "d")
 
 
-def test_ca_bundle_option(moto_url: str, bucket: str, net: NetFixtures, pki: tuple[Path, Path, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ca_bundle_option(moto_url: str, bucket: str, net: NetFixtures, pki: tuple[Path, Path, Path], tmp_path: Path,
+                          workers: str) -> None:
     fast_put(bucket, {KEY: DATA})
     url = net.tls_front(moto_url, pki[1], pki[2])
-    assert pulled(pull(bucket, url, tmp_path / "d", "--ca-bundle", str(pki[0])), tmp_path / "d")
+    # with worker processes, the GETs are theirs: the same CA bundle reaches them
+    assert pulled(pull(bucket, url, tmp_path / "d", "--ca-bundle", str(pki[0]), "--workers", workers), tmp_path / "d")
 
 
 def test_no_verify_ssl(moto_url: str, bucket: str, net: NetFixtures, pki: tuple[Path, Path, Path], tmp_path: Path) -> None:
@@ -96,11 +99,12 @@ def test_http_proxy_carries_the_gets_as_well_as_the_listings(moto_url: str, buck
     assert any(t.startswith(f"{moto_url}/{bucket}/{KEY}") for t in gets), net.proxy_log  # the object's GET
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
 def test_https_proxy_tunnels_every_connection(moto_url: str, bucket: str, net: NetFixtures,
-                                              pki: tuple[Path, Path, Path], tmp_path: Path) -> None:
+                                              pki: tuple[Path, Path, Path], tmp_path: Path, workers: str) -> None:
     fast_put(bucket, {KEY: DATA})
     url, proxy = net.tls_front(moto_url, pki[1], pki[2]), net.proxy()
-    proc = pull(bucket, url, tmp_path / "d", "--ca-bundle", str(pki[0]), env={"HTTPS_PROXY": proxy})
+    proc = pull(bucket, url, tmp_path / "d", "--ca-bundle", str(pki[0]), "--workers", workers, env={"HTTPS_PROXY": proxy})
     assert pulled(proc, tmp_path / "d")
     tunnels = [t for method, t in net.proxy_log if method == "CONNECT"]
     # every TLS connection came through the proxy: listings (botocore) and GETs (aiohttp) each open their own

@@ -89,6 +89,7 @@ def config_from(args: argparse.Namespace) -> TransferConfig:
         max_bandwidth=parse_rate(args.max_bandwidth) if args.max_bandwidth else None,
         retries=args.retries, read_timeout=args.read_timeout,
         low_speed_limit=_low_speed(args.low_speed_limit, d.low_speed_limit), low_speed_time=args.low_speed_time,
+        workers=getattr(args, "workers", None),
     )
 
 

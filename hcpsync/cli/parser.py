@@ -80,6 +80,9 @@ def add_transfer_args(p: argparse.ArgumentParser) -> None:
     d = TransferConfig()
     g = p.add_argument_group("transfer")
     g.add_argument("--concurrency", type=int, default=d.concurrency, help=f"requests in flight across all files (default {d.concurrency})")
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="processes moving bytes, each with its share of --concurrency; 1: one process "
+                        "(default: one per usable core, started once there is enough to fetch)")
     g.add_argument("--part-size", default=None, metavar="SIZE", help="byte-range size for large objects, e.g. 8MiB (default 8MiB)")
     g.add_argument("--multipart-threshold", default=None, metavar="SIZE", help="objects above this are split into ranges (default 16MiB)")
     g.add_argument("--max-bandwidth", default=None, metavar="RATE", help="cap across all workers, e.g. 200MB/s or 1Gbit/s")

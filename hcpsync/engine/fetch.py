@@ -15,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import HcpsyncError
-from ..store import ObjectStore, RetryPolicy
+from ..store.base import GetStore
 from ..store.ratelimit import RateLimiter
+from ..store.retry import RetryPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +53,7 @@ Sink = Callable[[memoryview | bytes, int], None]
 class Fetcher:
     """The store and the rules every part of one run is fetched under."""
 
-    storage: ObjectStore
+    storage: GetStore
     bucket: str
     chunk_size: int
     retry: RetryPolicy

@@ -31,8 +31,9 @@ from ..store import ObjectStore, RetryPolicy
 from ..store.ratelimit import RateLimiter
 from .events import Checker, FileDone, FileFailed, FileSkipped, Gate, Listener, NoCheck, NoGate, Outcome, PartDone
 from .fetch import Fetcher, Got, PartSpec, Sink
+from .procs import WorkerSet
 from .progress import Progress
-from .tempfile import TempFile, local_error, resumable
+from .tempfile import SmallTemp, TempFile, local_error, resumable
 
 #: the workers give the event loop a turn after this many objects that needed no request
 #: (skipped as complete, or failed before any): a re-run over 100k complete files answers Ctrl-C
@@ -58,9 +59,9 @@ class PoolResult:
 
 
 class _FileJob:
-    __slots__ = ("error", "etag_is_md5", "landed", "md5", "obj", "ranged", "remaining", "temp")
+    __slots__ = ("error", "etag_is_md5", "ident", "landed", "md5", "md5_hex", "obj", "ranged", "remaining", "temp")
 
-    def __init__(self, obj: PlannedObject, temp: TempFile, remaining: int, landed: int) -> None:
+    def __init__(self, obj: PlannedObject, temp: TempFile | SmallTemp, remaining: int, landed: int) -> None:
         self.obj = obj
         self.temp = temp
         self.remaining = remaining
@@ -68,6 +69,8 @@ class _FileJob:
         self.ranged = False
         self.error: HcpsyncError | None = None
         self.md5: Any = None  # the stream's running MD5, for single-GET objects the checker wants
+        self.md5_hex: str | None = None  # ... or its digest, from the worker process that fetched it
+        self.ident = (0, 0)  # the temp file's (device, inode), for worker processes to check
         self.etag_is_md5 = True  # False once a GET said SSE-KMS / SSE-C (the ETag is no MD5)
 
 
@@ -85,6 +88,7 @@ class TransferPool:
         gate: Gate | None = None,
         checker: Checker | None = None,
         listeners: Sequence[Listener] = (),
+        remote: WorkerSet | None = None,
     ) -> None:
         self.storage = storage
         self.bucket = bucket
@@ -94,6 +98,7 @@ class TransferPool:
         self.gate: Gate = gate or NoGate()
         self.checker: Checker = checker or NoCheck()
         self.listeners = tuple(listeners)
+        self.remote = remote
         limiter = RateLimiter(config.max_bandwidth) if config.max_bandwidth else None
         self.fetcher = Fetcher(storage, bucket, config.chunk_size, RetryPolicy.from_config(config), limiter)
         self.result = PoolResult()
@@ -160,21 +165,27 @@ class TransferPool:
         if owner is not None:
             raise UnsafePathError(f"{temp_path.name} is already being written for {owner!r} (the two keys map to one local file)")
         parts = split_parts(obj, self.config)
-        ranged = is_ranged(obj.size, self.config)
-        resume = self.gate.resume_ranges(obj) if ranged else []
+        if not is_ranged(obj.size, self.config):
+            job = _FileJob(obj, SmallTemp(temp_path, final), 1, 0)  # created where it is fetched
+            if self.checker.wants_md5(obj):
+                job.md5 = hashlib.md5(usedforsecurity=False)
+            self._open[obj.key] = job
+            self._temps[fold_name(str(temp_path))] = obj.key
+            return job, parts
+        resume = self.gate.resume_ranges(obj)
         temp, resumed = TempFile.open(temp_path, final, bool(resume))
         todo = missing_parts(parts, resume) if resumed else parts
         untouched = sum(1 for t in todo if (t.start, t.end) == (parts[t.index].start, parts[t.index].end))
         job = _FileJob(obj, temp, len(todo) or 1, len(parts) - untouched)
-        job.ranged = ranged
+        job.ranged = True
         try:
-            if ranged:
-                temp.preallocate(obj.size)
+            temp.preallocate(obj.size)
+            if self.remote is not None:
+                st = temp.stat()
+                job.ident = (st.st_dev, st.st_ino)
         except BaseException:
             temp.abort(keep=resumed)
             raise
-        if not ranged and self.checker.wants_md5(obj):
-            job.md5 = hashlib.md5(usedforsecurity=False)
         self._open[obj.key] = job
         self._temps[fold_name(str(temp_path))] = obj.key
         if resumed:
@@ -227,13 +238,14 @@ class TransferPool:
     async def _run_part(self, job: _FileJob, part: Part) -> None:
         got = Got()  # how far the part got: bytes written, their CRC-32
         try:
-            await self.fetcher.fetch(_spec(job.obj, part), self._sink(job), got,
-                                     lambda: job.error is not None or self._stop is not None)
+            await self._transfer(job, part, got)
         except HcpsyncError as err:
             if isinstance(err, DiskFullError):
                 self._stop = err
             if job.error is None:
                 job.error = err
+            if self.remote is not None:
+                self.remote.poke()  # the file's other parts (all parts, on a stop) end now
             return
         except asyncio.CancelledError:
             self._landed_partly(job, part, got)  # Ctrl-C: keep what the range wrote
@@ -275,6 +287,32 @@ class TransferPool:
         if paused is not None:
             paused.set()
 
+    async def _transfer(self, job: _FileJob, part: Part, got: Got) -> None:
+        """Fetch ``part`` on a worker process when one is ready, else here."""
+        spec = _spec(job.obj, part)
+
+        def stopped() -> bool:
+            return job.error is not None or self._stop is not None
+
+        temp = job.temp
+        if self.remote is not None:
+            res = None
+            try:
+                res = await self.remote.fetch(spec, str(temp.path), job.ident if job.ranged else None,
+                                              job.md5 is not None, got, stopped)
+            finally:
+                if got.written:  # also the bytes of a part that failed or was cancelled
+                    self.result.transferred_bytes += got.written
+                    self.progress.add_bytes(got.written)
+            if res is not None:
+                job.md5_hex = res.md5
+                if isinstance(temp, SmallTemp) and res.created is not None:
+                    temp.made_by_worker(res.created)
+                return
+        if isinstance(temp, SmallTemp):
+            await temp.create()
+        await self.fetcher.fetch(spec, self._sink(job), got, stopped)
+
     def _sink(self, job: _FileJob) -> Sink:
         """Where a part of ``job`` writes its chunks: the temp file (and the stream's MD5)."""
         write, md5, result, progress = job.temp.write_at, job.md5, self.result, self.progress
@@ -293,8 +331,10 @@ class TransferPool:
         obj, err = job.obj, job.error
         if err is None:
             try:
+                if isinstance(job.temp, SmallTemp) and not job.temp.made:
+                    await job.temp.create()  # an empty object: no GET, an empty file
                 job.temp.check_size(obj.size)
-                streamed = job.md5.hexdigest() if job.md5 is not None else None
+                streamed = job.md5_hex or (job.md5.hexdigest() if job.md5 is not None else None)
                 md5 = await self.checker.check(obj, job.temp.path, streamed, job.etag_is_md5)
                 mtime_ns = job.temp.commit(self.guard)
             except HcpsyncError as e:

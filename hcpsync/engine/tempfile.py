@@ -9,6 +9,7 @@ file this run wrote.  :func:`resumable` is the keep-partial rule.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import stat
@@ -84,6 +85,9 @@ class TempFile:
             if exc.errno == errno.ENOSPC:
                 raise
 
+    def stat(self) -> os.stat_result:
+        return os.fstat(self._fd())
+
     def write_at(self, data: bytes | memoryview, offset: int) -> None:
         try:
             os.pwrite(self._fd(), data, offset)
@@ -128,3 +132,72 @@ class TempFile:
         if self.fd is None:
             raise LocalIOError(f"{self.path} is closed")
         return self.fd
+
+
+class SmallTemp:
+    """The temp file of an object fetched in one GET, created where it is fetched: by a worker
+    process (then known here by its path and the ``(device, inode)`` the worker reported), or
+    in a thread of this process (:meth:`create`).  Creating a file can take a millisecond and
+    more of kernel time (a crowded ext4 block group): never on the coordinator's event loop.
+    A single GET always starts over, so its temp file is never kept."""
+
+    __slots__ = ("final", "ident", "local", "path")
+
+    def __init__(self, path: Path, final: Path) -> None:
+        self.path = path
+        self.final = final
+        self.local: TempFile | None = None
+        self.ident: tuple[int, int] | None = None
+
+    async def create(self) -> None:
+        """Create the file here (a stale one is replaced), in a thread."""
+        if self.local is None:
+            try:
+                self.local, _ = await asyncio.to_thread(TempFile.open, self.path, self.final, False)
+            except OSError as exc:
+                raise local_error(exc, self.path) from exc
+
+    @property
+    def made(self) -> bool:
+        return self.local is not None or self.ident is not None
+
+    def made_by_worker(self, ident: tuple[int, int]) -> None:
+        self.ident = ident
+
+    def write_at(self, data: bytes | memoryview, offset: int) -> None:
+        if self.local is None:
+            raise LocalIOError(f"{self.path} is not open")
+        self.local.write_at(data, offset)
+
+    def check_size(self, size: int) -> None:
+        if self.local is not None:
+            self.local.check_size(size)
+        elif (have := self._ours().st_size) != size:
+            raise LocalIOError(f"{self.final.name}: temp file is {have} bytes, expected {size}")
+
+    def commit(self, guard: DestGuard) -> int:
+        if self.local is not None:
+            return self.local.commit(guard)
+        st = self._ours()
+        try:
+            guard.check_final(self.final)
+            os.replace(self.path, self.final)
+        except OSError as exc:
+            raise local_error(exc, self.final) from exc
+        return st.st_mtime_ns
+
+    def abort(self, keep: bool) -> None:
+        if self.local is not None:
+            self.local.abort(False)
+        else:
+            unlink(self.path)
+
+    def _ours(self) -> os.stat_result:
+        """The file at the temp path, if it is the one the worker wrote."""
+        try:
+            st = os.lstat(self.path)
+        except OSError as exc:
+            raise local_error(exc, self.path) from exc
+        if self.ident is None or (st.st_dev, st.st_ino) != self.ident or not stat.S_ISREG(st.st_mode):
+            raise LocalIOError(f"{self.path} was replaced by another writer during the download; not renaming it")
+        return st

@@ -44,7 +44,19 @@ class Body(Protocol):
     def chunks(self, size: int) -> AsyncIterator[bytes]: ...
 
 
-class ObjectStore(Protocol):
+class GetStore(Protocol):
+    """What fetching parts needs of a store (a worker process has only this)."""
+
+    def get(
+        self, bucket: str, key: str, *, start: int = 0, end: int | None = None, etag: str | None = None,
+        total: int | None = None,
+    ) -> AbstractAsyncContextManager[Body]:
+        """GET ``[start, end)`` of an object (whole when ``start`` is 0 and ``end`` None), pinned to
+        ``etag`` when given; ``total`` is the planned size, checked against the answer."""
+        ...
+
+
+class ObjectStore(GetStore, Protocol):
     """An opened object store.  Every method raises :class:`~hcpsync.errors.HcpsyncError` only."""
 
     @property
@@ -58,14 +70,6 @@ class ObjectStore(Protocol):
 
     async def head(self, bucket: str, key: str) -> ObjectInfo:
         """The object's size and ETag now."""
-        ...
-
-    def get(
-        self, bucket: str, key: str, *, start: int = 0, end: int | None = None, etag: str | None = None,
-        total: int | None = None,
-    ) -> AbstractAsyncContextManager[Body]:
-        """GET ``[start, end)`` of an object (whole when ``start`` is 0 and ``end`` None), pinned to
-        ``etag`` when given; ``total`` is the planned size, checked against the answer."""
         ...
 
     async def get_bytes(self, bucket: str, key: str, limit: int = GET_BYTES_LIMIT) -> bytes:

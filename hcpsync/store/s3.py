@@ -16,22 +16,23 @@ import logging
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from ..config import TransferConfig
-from ..errors import BadResponseError, CredentialsError, HcpsyncError, StorageError, UsageError
+from ..errors import BadResponseError, HcpsyncError, StorageError, UsageError
 from ..models import ObjectInfo
 from .base import GET_BYTES_LIMIT, ObjectStore, StorageStats
-from .body import GetRequest, S3Body, SpeedFloor, check_answer
-from .errors import CREDENTIALS_HINT, REDIRECTS, map_exceptions, redirect_error, translate, translate_code, where
+from .body import S3Body
+from .errors import CREDENTIALS_HINT, map_exceptions, redirect_error, translate, translate_code, where
+from .gets import Endpoint, Getter, Keys
 from .options import StorageOptions
 from .retry import RetryPolicy
 from .s3_api import S3Api
-from .s3_http import FastGetter, parse_error, tls_context
+from .s3_http import FastGetter, tls_context
 
 log = logging.getLogger("hcpsync.store")
 
@@ -72,7 +73,7 @@ class S3Storage:
         self.stats = StorageStats()
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
-        self._fast: FastGetter | None = None
+        self._getter: Getter | None = None
         self.region: str | None = None  # resolved when opened
         self.credential_source: str | None = None  # botocore's name of where the keys came from ("env"...)
         self.ca_bundle: str | None = None  # the CA bundle in use (--ca-bundle, AWS_CA_BUNDLE, the profile's)
@@ -107,9 +108,10 @@ class S3Storage:
         try:
             creds = None if session is None or opts.no_sign_request else await session.get_credentials()
             self.region, self.credential_source = region, getattr(creds, "method", None)
-            self._fast = FastGetter(self.config, endpoint, region, creds, opts.request_payer, tls)
-            self._stack.push_async_callback(self._fast.close)
-            self._client = S3Api(self._fast, anonymous=opts.no_sign_request)
+            fast = FastGetter(self.config, endpoint, region, creds, opts.request_payer, tls)
+            self._stack.push_async_callback(fast.close)
+            self._getter = Getter(fast, self.config, self.stats, opts.no_sign_request)
+            self._client = S3Api(fast, anonymous=opts.no_sign_request)
         except Exception as exc:
             await self._stack.aclose()
             raise translate(exc, "-") from exc
@@ -173,31 +175,26 @@ class S3Storage:
         resp = await self._request(partial(self._client.head_object, Bucket=bucket, Key=key, **self._extra()), bucket, key)
         return ObjectInfo(key=key, size=int(resp["ContentLength"]), etag=str(resp.get("ETag", "")).strip('"'))
 
-    @asynccontextmanager
-    async def get(
+    def get(
         self, bucket: str, key: str, *, start: int = 0, end: int | None = None, etag: str | None = None,
         total: int | None = None,
-    ) -> AsyncIterator[S3Body]:
-        """GET ``[start, end)`` of an object (the whole object when ``end`` is None and start 0).
-
-        With ``etag`` the request is pinned (If-Match): a changed object fails with
-        :class:`ObjectChangedError`.  The answer's Content-Range (ranged) or Content-Length
-        is checked against what was asked; the body is a :class:`S3Body` to stream.
-        """
-        req = GetRequest(bucket, key, start, end, etag, total)
-        self.stats.requests += 1
-        if self._fast is None:
+    ) -> AbstractAsyncContextManager[S3Body]:
+        """GET ``[start, end)`` of an object (the whole object when ``end`` is None and start 0):
+        see :meth:`hcpsync.store.gets.Getter.get`."""
+        if self._getter is None:
             raise StorageError("storage is not open")
-        if self._fast.credentials is None and not self.options.no_sign_request:
-            raise CredentialsError(f"no AWS credentials found. {CREDENTIALS_HINT} (or --no-sign-request for public data)")
-        with map_exceptions(bucket, key):
-            resp = await self._fast.get(bucket, key, req.headers())
-        try:
-            await _refuse_error_answer(resp, req)
-            want = check_answer(resp.status, resp.headers, req)
-            yield S3Body(resp, bucket, key, want, SpeedFloor(self.config.low_speed_limit, self.config.low_speed_time))
-        finally:
-            resp.close()
+        return self._getter.get(bucket, key, start=start, end=end, etag=etag, total=total)
+
+    def endpoint(self) -> Endpoint:
+        """Where this store's GETs go, for worker processes."""
+        opts = self.options
+        return Endpoint(opts.resolved_endpoint(), self.region or "us-east-1", opts.request_payer, self.ca_bundle,
+                        opts.verify_ssl, opts.no_sign_request)
+
+    async def frozen_keys(self) -> Keys | None:
+        """The access key, secret and session token requests are signed with now (None: anonymous),
+        for worker processes, which sign their own GETs without a credential chain of their own."""
+        return await self._getter.frozen_keys() if self._getter is not None else None
 
     async def get_bytes(self, bucket: str, key: str, limit: int = GET_BYTES_LIMIT) -> bytes:
         """Fetch a small object whole (manifests).  Refuses objects over ``limit`` bytes."""
@@ -227,18 +224,6 @@ def _valid_endpoint(url: str) -> bool:
         return True
     except ValueError:
         return _HOST.match(host.removesuffix(".")) is not None
-
-
-async def _refuse_error_answer(resp: Any, req: GetRequest) -> None:
-    """Raise the error a 3xx, 4xx or 5xx answer to a GET means."""
-    if resp.status in REDIRECTS:
-        raise redirect_error(resp.status, resp.headers, req.bucket, req.key)
-    if resp.status >= 300:
-        try:
-            code, message = parse_error(await resp.content.read(65536))
-        except Exception:
-            code, message = "", ""
-        raise translate_code(code, resp.status, message, req.bucket, req.key)
 
 
 def _next_token(resp: dict[str, Any], bucket: str, prefix: str, seen: set[str]) -> str | None:
