@@ -1320,7 +1320,7 @@ class Report:
         speedup = r["throughput_ratio"]
         growth = two["cpu_s_per_gb"] / one["cpu_s_per_gb"] - 1
         sec["speedup"], sec["cpu_per_gb_growth"] = speedup, growth
-        self.md.append(f"1 -> 2 workers: speed-up **{speedup:.2f}x** (median of per-round wall ratios "
+        self.md.append(f"1 -> 2 workers: speed-up **{speedup:.2f}x** (median of the per-round speed-ups "
                        f"{', '.join(f'{1 / x:.2f}' for x in r['per_round'])}); CPU s/GB {one['cpu_s_per_gb']:.2f} -> "
                        f"{two['cpu_s_per_gb']:.2f} (**{growth * 100:+.1f} %**); CPU s/1k req "
                        f"{fmt(one['cpu_ms_per_req'], 3)} -> {fmt(two['cpu_ms_per_req'], 3)}.\n")
@@ -1407,6 +1407,8 @@ class Report:
 
     def targets_md(self) -> None:
         md = self.md
+        if not self.data["targets"]:
+            return
         md += ["## Other checks (earlier issues' targets)", "", "| target | goal | measured | met |",
                "| --- | --- | --- | --- |"]
         for t in self.data["targets"]:
