@@ -275,6 +275,11 @@ def build(v: Variant, t: Target, dest: Path, scratch: Path) -> tuple[list[list[s
     return [cmd.argv], cmd.env
 
 
+def n_big(wl: Workload) -> int:
+    """Objects over the multipart threshold (16 MiB): the files the large layouts split (4 in ``large``)."""
+    return sum(1 for o in wl.objects if o.size > 16 * MiB) or 1
+
+
 def verified_objects(wl: Workload) -> list[workloads.WorkloadObject]:
     """The objects a verifying client checks: those the workload's ``.xdlm`` manifests list."""
     return [o for o in wl.data_objects if wl.xdlm_objects]
@@ -494,7 +499,7 @@ class Bench:
 
     def run_large(self) -> None:
         wl = self.workload("large")
-        variants = self.wanted(large_variants(len(wl.objects)))
+        variants = self.wanted(large_variants(n_big(wl)))
         with Origin(wl.root, access_log=True) as origin:
             self.rounds("large", variants, Target(wl, origin.url), origin, self.runs)
         self.sections["large"] = {"workload": wl.name, "files": wl.count, "bytes": wl.total_bytes,
@@ -512,7 +517,7 @@ class Bench:
         big = self.args.s3like_large if not self.args.quick else "large-tiny"
         for section, wl_name, small in (("s3like-large", big, False), ("s3like-small", "subject-tiny", True)):
             wl = workloads.ensure(wl_name, WORK, log=True)
-            n_large = sum(1 for o in wl.objects if o.size > 16 * MiB) or 1
+            n_large = n_big(wl)
             variants = [v for v in s3like_variants(n_large, small) if v.tool in self.tools]
             with Origin(wl.root, s3like=True, access_log=True) as origin, Origin(wl.root) as plain:
                 t = Target(wl, origin.url, plain.url)
@@ -525,7 +530,7 @@ class Bench:
     def run_https(self, section: str) -> None:
         """``large-https`` / ``subject-https``: the workload from nginx over TLS."""
         wl = self.workload(section.removesuffix("-https"))
-        variants = [v for v in https_variants(section, len(wl.data_objects)) if v.tool in self.tools]
+        variants = [v for v in https_variants(section, n_big(wl)) if v.tool in self.tools]
         with Origin(wl.root, access_log=True, tls=True) as origin:
             t = Target(wl, origin.url, ca_bundle=origin.ca_bundle)
             self.rounds(section, variants, t, origin, self.runs)
@@ -640,7 +645,7 @@ class Bench:
         out: dict[str, Any] = {"workload": wl.name, "files": wl.count, "bytes": wl.total_bytes, "runs": []}
         variants = [v for v in (
             Variant("hcpsync", "hcpsync"),
-            Variant("s5cmd", "s5cmd", concurrency=64, file_concurrency=max(1, 64 // wl.count)),
+            Variant("s5cmd", "s5cmd", concurrency=64, file_concurrency=max(1, 64 // n_big(wl))),
             Variant("aws-cli", "awscli"),
         ) if v.tool in self.tools]
         with Origin(wl.root, access_log=True) as origin:
