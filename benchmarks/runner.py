@@ -107,8 +107,14 @@ def child_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
+HCPSYNC_CMD: list[str] = []  # --hcpsync: another hcpsync command to benchmark as "hcpsync"
+
+
 def hcpsync_argv0() -> list[str]:
-    """The installed ``hcpsync`` script beside this interpreter (no pyenv shim), else ``-m``."""
+    """``--hcpsync`` if given, else the installed ``hcpsync`` script beside this interpreter (no
+    pyenv shim), else ``-m``."""
+    if HCPSYNC_CMD:
+        return list(HCPSYNC_CMD)
     cand = Path(sys.executable).parent / "hcpsync"
     return [str(cand)] if os.access(cand, os.X_OK) else [sys.executable, "-m", "hcpsync"]
 
@@ -366,6 +372,8 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "hcpsync_deps": deps,
         "hcpsync_cmd": shlex.join(hcpsync_argv0()),
+        "hcpsync_version": _version([*hcpsync_argv0(), "--version"]),
+        "hcpsync_workers_flag": hcpsync_has_workers(),
         "hcpsync_commit": _version(["git", "-C", str(BENCH_DIR.parent), "log", "-1", "--format=%h %ci %s"]),
         "hcpsync_dirty": bool(_version(["git", "-C", str(BENCH_DIR.parent), "status", "--porcelain", "hcpsync"])
                               .strip() not in ("", "?")),
@@ -983,7 +991,8 @@ class Report:
             "",
             f"- {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB RAM, kernel {m['kernel']}, {m['os']}",
             f"- hcpsync at commit {m.get('hcpsync_commit', '?')}"
-            + (" (with uncommitted changes in hcpsync/)" if m.get("hcpsync_dirty") else "") + f"; run as `{m['hcpsync_cmd']}`",
+            + (" (with uncommitted changes in hcpsync/)" if m.get("hcpsync_dirty") else "") + f"; run as `{m['hcpsync_cmd']}`"
+            + f" ({m.get('hcpsync_version', '?')}; `pull --workers`: {'yes' if m.get('hcpsync_workers_flag') else 'no'})",
             f"- Python {m['python']}; hcpsync deps: "
             + ", ".join(f"{k} {v}" for k, v in m["hcpsync_deps"].items()),
             f"- s5cmd {m['s5cmd']}; {m['aws_cli']}; {m['boto3']}; {m['nginx']}; {m['curl'].split(' (')[0]}",
@@ -1471,6 +1480,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--profile", action="store_true", help="also profile hcpsync (py-spy) on subject and large")
     ap.add_argument("--timeout", type=float, default=1200, help="seconds per run before it is killed")
     ap.add_argument("--out", type=Path, default=None, help="where RESULTS.md and results.json go")
+    ap.add_argument("--hcpsync", metavar="CMD", default=None,
+                    help="the hcpsync command to benchmark (default: the one beside this Python); the report's "
+                         "commit line is then this checkout's, not that build's")
     ap.add_argument("--baseline", metavar="HCPSYNC", default=None,
                     help="another build's hcpsync command (e.g. a worktree's .venv/bin/hcpsync): its defaults run "
                          "as 'hcpsync (baseline)' in the same rounds of large and subject, with ratios")
@@ -1482,6 +1494,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.hcpsync:
+        HCPSYNC_CMD[:] = shlex.split(args.hcpsync)
     started = time.monotonic()
     missing = [t for t in args.tools if t in ("s5cmd", "awscli", "boto3")
                and not peers.available({"awscli": "aws-cli"}.get(t, t))]
