@@ -37,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--file-concurrency", type=int, default=4, help="ranged GETs in flight per big file")
     ap.add_argument("--part-size", type=int, default=8 * 1024 * 1024, help="bytes per ranged GET")
     ap.add_argument("--region", default="us-east-1")
+    ap.add_argument("--no-verify-ssl", action="store_true", help="HTTPS: do not check the certificate")
     args = ap.parse_args(argv)
 
     t0 = time.monotonic()
@@ -47,7 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         retries={"max_attempts": 5, "mode": "standard"},
     )
     client: Any = boto3.session.Session().client(
-        "s3", endpoint_url=args.endpoint_url, region_name=args.region, config=cfg
+        "s3", endpoint_url=args.endpoint_url, region_name=args.region, config=cfg,
+        verify=False if args.no_verify_ssl else None,
     )
     tcfg = TransferConfig(
         multipart_threshold=args.part_size,

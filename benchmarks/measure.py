@@ -8,6 +8,11 @@ CPU, and what the origin served (from its access log).
   ``maxrss`` at ``exec``, so ``ru_maxrss`` of any child is at least the runner's own peak (100+
   MiB here).  ``time`` is small, so the floor it passes on is ~1 MiB.  Several children
   started together (the 4 parallel curls) are summed: an upper bound of their joint peak.
+* **Peak PSS** (proportional set size: shared pages split between the processes mapping them,
+  so a sum over processes counts each page once) of the whole process tree of a run: a thread
+  reads ``/proc/<pid>/smaps_rollup`` of every process the command started (descendants
+  included: worker processes, curl's siblings; the ``time`` wrapper excluded) every
+  ``pss_interval`` (50 ms) and keeps the largest sum.
 * **Origin CPU** is read from ``/proc/<pid>/stat`` of nginx (master and workers) and of the
   listing service, before and after the run.
 * **Requests and bytes served** are parsed from the origin's access log
@@ -22,6 +27,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -137,10 +143,18 @@ def _proc_cpu_ticks(pid: int) -> int:
 
 
 def _children(pid: int) -> list[int]:
+    """Children of every thread of ``pid`` (a child started by a thread is listed under that thread)."""
+    out: list[int] = []
     try:
-        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        return []
+        return out
+    for tid in tids:
+        try:
+            out += [int(x) for x in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
+        except OSError:
+            pass
+    return out
 
 
 def process_tree(pids: Sequence[int]) -> list[int]:
@@ -168,6 +182,58 @@ def origin_pids(origin: Any) -> list[int]:
     return pids
 
 
+# -------------------------------------------------------------------------------- memory
+
+
+def pss_kib(pid: int) -> int:
+    """``Pss`` of ``pid`` in KiB from ``/proc/<pid>/smaps_rollup`` (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+class PssSampler:
+    """A thread summing the PSS of ``roots``' process trees every ``interval`` s; ``peak_kib``
+    is the largest sum seen, ``max_procs`` the most processes seen at once.  ``exclude``: PIDs
+    not counted themselves (a wrapper such as ``time``), their descendants still are."""
+
+    def __init__(self, roots: Sequence[int], interval: float = 0.05, exclude: Sequence[int] = ()) -> None:
+        self.roots = list(roots)
+        self.interval = interval
+        self.exclude = set(exclude)
+        self.peak_kib = 0
+        self.max_procs = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pss-sampler", daemon=True)
+
+    def sample(self) -> int:
+        pids = [p for p in process_tree(self.roots) if p not in self.exclude]
+        total = sum(pss_kib(p) for p in pids)
+        self.peak_kib = max(self.peak_kib, total)
+        self.max_procs = max(self.max_procs, len(pids))
+        self.samples += 1
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def start(self) -> PssSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
 # -------------------------------------------------------------------------------- client runs
 
 
@@ -182,6 +248,8 @@ class ProcResult:
     stdout: str = ""
     stderr_tail: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    peak_pss_kib: int = 0  # the largest sum of PSS over the run's process trees (PssSampler)
+    max_procs: int = 0  # the most processes of the run alive at one sample
 
     @property
     def cpu_s(self) -> float:
@@ -209,18 +277,20 @@ def run_measured(
     kill_when: Callable[[list[subprocess.Popen[bytes]]], bool] | None = None,
     poll_s: float = 0.005,
     cwd: Path | None = None,
+    pss_interval: float | None = 0.05,
 ) -> ProcResult:
     """Start every argv at once, wait for all, return wall time, summed CPU and peak RSS.
 
     ``kill_when(procs)`` is polled every ``poll_s`` while they run; when it returns True every
     process gets SIGKILL (``ProcResult.killed``); then the commands run unwrapped (no RSS), so
     the signal and ``/proc/<pid>/io`` reach the command itself.  stdout of the first process is
-    captured.
+    captured.  ``pss_interval``: sample the summed PSS of the process trees that often (None: off).
     """
     timer = TIME_BIN if kill_when is None and os.access(TIME_BIN, os.X_OK) else None
     log_dir.mkdir(parents=True, exist_ok=True)
     outs: list[IO[bytes]] = []
     procs: list[subprocess.Popen[bytes]] = []
+    sampler: PssSampler | None = None
     t0 = time.monotonic()
     try:
         for i, argv in enumerate(argvs):
@@ -229,6 +299,9 @@ def run_measured(
             outs += [so, se]
             wrapped = [timer, "-f", "%M", "-o", str(log_dir / f"rss.{i}"), *argv] if timer else list(argv)
             procs.append(subprocess.Popen(wrapped, stdout=so, stderr=se, env=env, cwd=cwd, start_new_session=True))
+        if pss_interval:
+            roots = [p.pid for p in procs]
+            sampler = PssSampler(roots, pss_interval, exclude=roots if timer else ()).start()
         killed = False
         if kill_when is not None:
             deadline = t0 + timeout
@@ -254,6 +327,8 @@ def run_measured(
             sys_ += ru.ru_stime
         wall = time.monotonic() - t0
     finally:
+        if sampler is not None:
+            sampler.stop()
         for p in procs:
             if p.returncode is None and p.poll() is None:
                 _kill_group(p)
@@ -267,7 +342,8 @@ def run_measured(
     err = "\n".join(
         (log_dir / f"stderr.{i}").read_text(errors="replace").strip() for i in range(len(argvs))
     ).strip()
-    return ProcResult(rc, wall, user, sys_, rss, killed, stdout, "\n".join(err.splitlines()[-8:]))
+    return ProcResult(rc, wall, user, sys_, rss, killed, stdout, "\n".join(err.splitlines()[-8:]),
+                      peak_pss_kib=sampler.peak_kib if sampler else 0, max_procs=sampler.max_procs if sampler else 0)
 
 
 def _kill_group(p: subprocess.Popen[bytes]) -> None:

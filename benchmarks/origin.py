@@ -41,6 +41,15 @@ request in flight per connection is per connection), and every request waits
   then serves the file from an ``internal`` location.  It costs a Python hop per request
   (threads; fine at benchmark concurrencies, but the echo path is cheaper).
 
+**HTTPS** (``tls=True`` / ``--tls``): nginx serves the same tree over TLS (``listen ... ssl``,
+TLS 1.2/1.3, nginx's default ciphers: AES-GCM with AES-NI) with a certificate for
+``127.0.0.1``/``localhost`` signed by a private benchmark CA (:func:`ensure_tls_files`, made once
+with the ``cryptography`` package, else the ``openssl`` CLI, and kept in ``work/tls/``); the URL
+is ``https://127.0.0.1:<port>`` and :attr:`Origin.ca_bundle` is the CA's PEM file: ``hcpsync
+--ca-bundle CA``, ``curl --cacert CA``, ``s5cmd --no-verify-ssl`` (it has no CA option).  The
+listing service stays plain HTTP behind nginx.  TLS rules out ``sendfile``: nginx reads and
+encrypts every byte (its CPU counts as origin CPU, on the same cores as the client).
+
 Listings wait the same delay inside the listing service.  ``rate`` and ``first_byte_ms`` can
 also be given without ``s3like`` (explicit values always win; 0 means none).
 
@@ -64,7 +73,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import datetime
 import http.client
+import ipaddress
 import json
 import os
 import re
@@ -72,18 +83,21 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Literal
 
 BENCH_DIR = Path(__file__).resolve().parent
 LISTING_SCRIPT = BENCH_DIR / "s3listing.py"
+TLS_DIR = BENCH_DIR / "work" / "tls"
 
 S3LIKE_RATE = 25_000_000  # bytes/s per request (25 MB/s)
 S3LIKE_FIRST_BYTE_MS = 20
@@ -160,6 +174,104 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of the HTTPS origin: the CA clients trust, the server chain and key."""
+
+    ca: Path  # the benchmark CA's certificate: --ca-bundle / --cacert
+    chain: Path  # the server certificate followed by the CA's (nginx ssl_certificate)
+    key: Path  # the server's private key
+
+
+def ensure_tls_files(directory: Path = TLS_DIR) -> TlsFiles:
+    """A private CA and a server certificate for ``127.0.0.1`` and ``localhost`` (RSA 2048, like
+    S3's), made once in ``directory`` (and again when a file is missing or the certificate
+    expires within a day)."""
+    files = TlsFiles(directory / "ca.pem", directory / "chain.pem", directory / "key.pem")
+    if all(p.is_file() for p in (files.ca, files.chain, files.key)) and _valid_for_a_day(files.chain):
+        return files
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        _make_tls_cryptography(files)
+    except ImportError:
+        _make_tls_openssl(files)
+    return files
+
+
+def _valid_for_a_day(chain: Path) -> bool:
+    try:
+        out = subprocess.run(["openssl", "x509", "-checkend", "86400", "-noout", "-in", str(chain)],
+                             capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return True  # no openssl CLI: trust the 10-year validity it was made with
+    return out.returncode == 0
+
+
+def _make_tls_cryptography(files: TlsFiles) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    start, end = now - datetime.timedelta(days=1), now + datetime.timedelta(days=3650)
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hcpsync benchmark CA")])
+    usage = dict(content_commitment=False, key_encipherment=False, data_encipherment=False, key_agreement=False,
+                 encipher_only=False, decipher_only=False)
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, **usage), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=False, crl_sign=False,
+                                     **{**usage, "key_encipherment": True}), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                    x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    files.key.write_bytes(key.private_bytes(pem, serialization.PrivateFormat.TraditionalOpenSSL,
+                                            serialization.NoEncryption()))
+    files.key.chmod(0o600)
+    files.ca.write_bytes(ca.public_bytes(pem))
+    files.chain.write_bytes(leaf.public_bytes(pem) + ca.public_bytes(pem))
+
+
+def _make_tls_openssl(files: TlsFiles) -> None:
+    d = files.ca.parent
+    ca_key, csr, ext = d / "ca.key", d / "server.csr", d / "server.ext"
+    ext.write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+                   "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n")
+
+    def run(*args: str) -> None:
+        res = subprocess.run(["openssl", *args], capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            raise OriginError(f"openssl {args[0]} failed: {res.stderr.strip()}")
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(files.ca), "-days",
+        "3650", "-subj", "/CN=hcpsync benchmark CA", "-addext", "basicConstraints=critical,CA:TRUE,pathlen:0",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(files.key), "-out", str(csr), "-subj", "/CN=127.0.0.1")
+    leaf = d / "server.pem"
+    run("x509", "-req", "-in", str(csr), "-CA", str(files.ca), "-CAkey", str(ca_key), "-CAcreateserial",
+        "-out", str(leaf), "-days", "3650", "-extfile", str(ext))
+    files.chain.write_bytes(leaf.read_bytes() + files.ca.read_bytes())
+
+
 def _xml_literal(s: str) -> str:
     return "'" + '<?xml version="1.0" encoding="UTF-8"?>\\n' + s + "'"
 
@@ -187,6 +299,8 @@ class Origin:
         delay_mechanism: DelayMechanism = "auto",
         keep_tmp: bool = False,
         die_with_parent: bool = True,
+        tls: bool = False,
+        tls_dir: Path = TLS_DIR,
     ) -> None:
         if not host.startswith("127."):
             raise OriginError(f"the benchmark origin only listens on loopback (127.0.0.0/8), not {host!r}")
@@ -206,6 +320,8 @@ class Origin:
         self.delay_mechanism: DelayMechanism = delay_mechanism
         self.keep_tmp = keep_tmp
         self.die_with_parent = die_with_parent
+        self.tls = tls
+        self.tls_files: TlsFiles | None = ensure_tls_files(tls_dir) if tls else None
         self.mechanism: str = "none"  # the delay mechanism in use once started
         self.tmpdir: Path | None = None
         self._nginx: subprocess.Popen[bytes] | None = None
@@ -218,7 +334,12 @@ class Origin:
     def url(self) -> str:
         if self._nginx is None:
             raise OriginError("the origin is not started")
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
+
+    @property
+    def ca_bundle(self) -> Path | None:
+        """The CA's PEM file clients must trust (HTTPS), else None."""
+        return self.tls_files.ca if self.tls_files is not None else None
 
     @property
     def running(self) -> bool:
@@ -245,6 +366,8 @@ class Origin:
             "rate_bytes_per_s": self.rate,
             "first_byte_ms": self.first_byte_ms,
             "delay_mechanism": self.mechanism,
+            "tls": self.tls,
+            "ca_bundle": str(self.ca_bundle) if self.ca_bundle else None,
             "tmpdir": str(self.tmpdir) if self.tmpdir else None,
         }
 
@@ -379,6 +502,10 @@ class Origin:
             )
         else:
             log = "access_log off;"
+        tls = ""
+        if self.tls_files is not None:
+            tls = (f"ssl_certificate {self.tls_files.chain}; ssl_certificate_key {self.tls_files.key}; "
+                   "ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m; ssl_session_timeout 1h;")
         ofc = (
             "open_file_cache max=65536 inactive=300s; open_file_cache_valid 30s; open_file_cache_errors on;"
             if self.open_file_cache
@@ -425,8 +552,9 @@ http {{
     proxy_read_timeout 60s;
 
     server {{
-        listen {self.host}:{self.port} backlog=4096;
+        listen {self.host}:{self.port}{" ssl" if self.tls else ""} backlog=4096;
         server_name _;
+        {tls}
         root {self.root};
         autoindex off;
         error_page 404 @nosuchkey;
@@ -479,7 +607,12 @@ http {{
             if self._nginx.poll() is not None:
                 return False
             try:
-                conn = http.client.HTTPConnection(self.host, self.port, timeout=2)
+                conn: http.client.HTTPConnection
+                if self.tls_files is not None:
+                    ctx = ssl.create_default_context(cafile=str(self.tls_files.ca))
+                    conn = http.client.HTTPSConnection(self.host, self.port, timeout=2, context=ctx)
+                else:
+                    conn = http.client.HTTPConnection(self.host, self.port, timeout=2)
                 try:
                     conn.request("GET", HEALTH_PATH)
                     if conn.getresponse().status == 200:
@@ -504,10 +637,11 @@ def _curl(args: list[str], timeout: float) -> str:
     return res.stdout
 
 
-def curl_download(url: str, timeout: float = 600) -> dict[str, float]:
+def curl_download(url: str, timeout: float = 600, cacert: Path | None = None) -> dict[str, float]:
     """One ``curl -o /dev/null`` of ``url``: status, bytes, MB/s, time to first byte, total time."""
     out = _curl(
         [
+            *(["--cacert", str(cacert)] if cacert else []),
             "-s",
             "-o",
             "/dev/null",
@@ -529,7 +663,7 @@ def curl_download(url: str, timeout: float = 600) -> dict[str, float]:
     }
 
 
-def curl_many(urls: list[str], parallel: int = 16, timeout: float = 600) -> dict[str, float]:
+def curl_many(urls: list[str], parallel: int = 16, timeout: float = 600, cacert: Path | None = None) -> dict[str, float]:
     """GET every URL with one ``curl --parallel`` (keep-alive): requests/s and statuses."""
     assert urls
     with tempfile.NamedTemporaryFile("w", suffix=".curlrc", delete=False) as f:
@@ -540,6 +674,7 @@ def curl_many(urls: list[str], parallel: int = 16, timeout: float = 600) -> dict
         t0 = time.monotonic()
         out = _curl(
             [
+                *(["--cacert", str(cacert)] if cacert else []),
                 "-s",
                 "--parallel",
                 "--parallel-immediate",
@@ -577,6 +712,7 @@ def selftest(
     runs: int = 3,
     small_requests: int = 2000,
     delay_mechanism: DelayMechanism = "auto",
+    tls: bool = False,
 ) -> dict[str, Any]:
     """Measure the origin with curl: a 1 GiB object (MB/s), TTFB of a small object, small-object req/s.
 
@@ -591,12 +727,12 @@ def selftest(
     result: dict[str, Any] = {"s3like": s3like}
 
     with Origin(
-        large.root, s3like=s3like, rate=rate, first_byte_ms=first_byte_ms, delay_mechanism=delay_mechanism
+        large.root, s3like=s3like, rate=rate, first_byte_ms=first_byte_ms, delay_mechanism=delay_mechanism, tls=tls
     ) as origin:
         result["origin"] = origin.describe()
-        obj = large.objects[0]
+        obj = max(large.objects, key=lambda o: o.size)
         url = large.url_of(origin.url, obj.key)
-        dl = [curl_download(url) for _ in range(1 if origin.rate else runs)]
+        dl = [curl_download(url, cacert=origin.ca_bundle) for _ in range(1 if origin.rate else runs)]
         for d in dl:
             if d["status"] != 200 or d["bytes"] != obj.size:
                 raise OriginError(f"bad download of {url}: {d}")
@@ -611,12 +747,13 @@ def selftest(
         }
 
     with Origin(
-        tiny.root, s3like=s3like, rate=rate, first_byte_ms=first_byte_ms, delay_mechanism=delay_mechanism
+        tiny.root, s3like=s3like, rate=rate, first_byte_ms=first_byte_ms, delay_mechanism=delay_mechanism, tls=tls
     ) as origin:
         small = sorted(tiny.objects, key=lambda o: o.size)[: len(tiny.objects) // 2]
-        ttfb = [curl_download(tiny.url_of(origin.url, o.key), timeout=60)["ttfb_ms"] for o in small[:20]]
+        ttfb = [curl_download(tiny.url_of(origin.url, o.key), timeout=60, cacert=origin.ca_bundle)["ttfb_ms"]
+                for o in small[:20]]
         urls = [tiny.url_of(origin.url, small[i % len(small)].key) for i in range(small_requests)]
-        many = curl_many(urls, parallel=16)
+        many = curl_many(urls, parallel=16, cacert=origin.ca_bundle)
         if many["ok"] != small_requests:
             raise OriginError(f"{small_requests - many['ok']} small GETs failed: {many}")
         result["small_objects"] = {
@@ -639,6 +776,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     src.add_argument("--workload", help="serve benchmarks/work/<NAME> (generated if needed)")
     src.add_argument("--selftest", action="store_true", help="measure the origin with curl and exit")
     ap.add_argument("--s3like", action="store_true", help="rate cap + first-byte delay (S3 over a WAN)")
+    ap.add_argument("--tls", action="store_true", help="HTTPS with the benchmark CA's certificate (work/tls/ca.pem)")
     ap.add_argument("--rate", type=parse_size, default=None, help="bytes/s per request, e.g. 25MB (0: none)")
     ap.add_argument("--first-byte-ms", type=int, default=None, help="delay before the first byte (ms)")
     ap.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
@@ -650,12 +788,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.selftest:
-            res = selftest(args.s3like, args.rate, args.first_byte_ms, delay_mechanism=args.delay_mechanism)
+            res = selftest(args.s3like, args.rate, args.first_byte_ms, delay_mechanism=args.delay_mechanism,
+                           tls=args.tls)
             if args.json:
                 print(json.dumps(res, indent=2))
             else:
                 lo, so, o = res["large_object"], res["small_objects"], res["origin"]
-                mode = "plain"
+                mode = "plain" + (" HTTPS" if args.tls else "")
                 if o["rate_bytes_per_s"] or o["first_byte_ms"]:
                     kind = "s3like" if args.s3like else "custom"
                     mode = f"{kind}: rate {o['rate_bytes_per_s'] / 1e6:g} MB/s per request (0 = none), "
@@ -689,6 +828,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers=args.workers,
             access_log=args.access_log,
             delay_mechanism=args.delay_mechanism,
+            tls=args.tls,
         )
 
         def on_term(signum: int, frame: FrameType | None) -> None:
@@ -701,7 +841,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.json:
                 print(
                     f"serving {origin.root} (s3like={origin.s3like}, rate={origin.rate} B/s, "
-                    f"first_byte={origin.first_byte_ms} ms, delay={origin.mechanism}); "
+                    f"first_byte={origin.first_byte_ms} ms, delay={origin.mechanism}"
+                    + (f", CA {origin.ca_bundle}" if origin.ca_bundle else "") + "); "
                     f"logs in {origin.tmpdir}; Ctrl-C to stop",
                     file=sys.stderr,
                     flush=True,

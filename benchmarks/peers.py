@@ -77,6 +77,7 @@ class Pull:
     concurrency: int = 16  # files (workers) in flight
     file_concurrency: int = 4  # ranged GETs in flight per large file, where the peer has the knob
     part_size: int = 8 * MiB
+    no_verify_ssl: bool = False  # HTTPS origin with the benchmark's private CA: skip the certificate check
 
 
 @dataclass
@@ -108,6 +109,7 @@ def s5cmd_command(p: Pull, scratch: Path) -> PeerCommand:
             "--endpoint-url",
             p.endpoint_url,
             "--no-sign-request",
+            *(["--no-verify-ssl"] if p.no_verify_ssl else []),
             "--numworkers",
             str(p.concurrency),
             "cp",
@@ -146,6 +148,7 @@ def aws_command(p: Pull, scratch: Path) -> PeerCommand:
             "--endpoint-url",
             p.endpoint_url,
             "--only-show-errors",
+            *(["--no-verify-ssl"] if p.no_verify_ssl else []),
             f"s3://{p.bucket}/{p.prefix}",
             f"{p.dest}/",
         ],
@@ -173,6 +176,7 @@ def boto3_command(p: Pull, scratch: Path) -> PeerCommand:
             str(p.file_concurrency),
             "--part-size",
             str(p.part_size),
+            *(["--no-verify-ssl"] if p.no_verify_ssl else []),
         ]
     )
 

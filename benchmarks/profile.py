@@ -2,6 +2,7 @@
 
     python -m benchmarks.profile subject            # -> benchmarks/work/profiles/subject.txt (+ summary)
     python -m benchmarks.profile large -- --part-size 32MiB
+    python -m benchmarks.profile large --tls        # over HTTPS
 
 py-spy (``pip install py-spy``; ``benchmarks/setup.sh`` does not install it, the runner looks in
 the peers venv, then PATH) samples every thread at ``--rate`` Hz without pausing the process
@@ -137,24 +138,27 @@ def to_markdown(title: str, s: dict[str, Any], cmd: str, wall: float, rate: int,
 
 
 def profile_pull(
-    wl: Workload, dest_root: Path, scratch: Path, extra: Sequence[str] = (), rate: int = 200
+    wl: Workload, dest_root: Path, scratch: Path, extra: Sequence[str] = (), rate: int = 200, tls: bool = False
 ) -> dict[str, Any]:
-    """Pull ``wl`` once under py-spy from a fresh plain origin; returns the summary (+ markdown)."""
+    """Pull ``wl`` once under py-spy from a fresh plain origin (``tls``: over HTTPS); returns the
+    summary (+ markdown).  ``--subprocesses``: worker processes are sampled too."""
     from .runner import Target, Variant, build, child_env, drop_dest, settle
 
     spy = py_spy()
     if spy is None:
         return {"error": "py-spy is not installed (pip install py-spy)"}
     PROFILES.mkdir(parents=True, exist_ok=True)
-    raw = PROFILES / f"{wl.name}.txt"
+    raw = PROFILES / f"{wl.name}{'-https' if tls else ''}.txt"
     dest = dest_root / wl.name
     drop_dest(dest)
     settle(False)
     wl.warm()
     dest.mkdir(parents=True)
-    with Origin(wl.root) as origin:
-        argvs, env = build(Variant("hcpsync", "hcpsync", tuple(extra)), Target(wl, origin.url), dest, scratch)
-        argv = [spy, "record", "--idle", "--threads", "--rate", str(rate), "--nonblocking", "--format", "raw",
+    with Origin(wl.root, tls=tls) as origin:
+        argvs, env = build(Variant("hcpsync", "hcpsync", tuple(extra)), Target(wl, origin.url, ca_bundle=origin.ca_bundle),
+                           dest, scratch)
+        argv = [spy, "record", "--idle", "--threads", "--subprocesses", "--rate", str(rate), "--nonblocking",
+                "--format", "raw",
                 "--output", str(raw),
                 "--", *argvs[0]]
         t0 = time.monotonic()
@@ -170,7 +174,7 @@ def profile_pull(
     s = summarize(raw, 15)
     cmd = "hcpsync pull ... " + " ".join(extra) if extra else "hcpsync pull (defaults)"
     elapsed = float(report["elapsed_seconds"]) if report and "elapsed_seconds" in report else None
-    s["markdown"] = to_markdown(f"{wl.name}", s, cmd, wall, rate, elapsed)
+    s["markdown"] = to_markdown(f"{wl.name}{' (HTTPS)' if tls else ''}", s, cmd, wall, rate, elapsed)
     s["raw"] = str(raw)
     s["report"] = report
     return s
@@ -181,10 +185,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("workload", help="subject, large, subject-tiny, large-tiny")
     ap.add_argument("extra", nargs="*", help="extra hcpsync pull arguments (after --)")
     ap.add_argument("--rate", type=int, default=200)
+    ap.add_argument("--tls", action="store_true", help="pull from the origin over HTTPS (hcpsync --ca-bundle)")
     args = ap.parse_args(argv)
     wl = workloads.ensure(args.workload, log=True)
     work = workloads.DEFAULT_WORK_DIR
-    res = profile_pull(wl, work / "dest" / "profile", work / "scratch" / "profile", args.extra, args.rate)
+    res = profile_pull(wl, work / "dest" / "profile", work / "scratch" / "profile", args.extra, args.rate,
+                       tls=args.tls)
     print(res.get("markdown") or res.get("error"))
     return 0 if "markdown" in res else 1
 
