@@ -33,6 +33,7 @@ from .fetch import Fetcher, Got, PartSpec, Sink
 from .md5stream import StreamMd5
 from .procs import WorkerSet
 from .progress import Progress
+from .rolling import RollingMd5
 from .tempfile import SmallTemp, TempFile, local_error, resumable
 
 #: the workers give the event loop a turn after this many objects that needed no request
@@ -59,7 +60,8 @@ class PoolResult:
 
 
 class _FileJob:
-    __slots__ = ("error", "etag_is_md5", "ident", "landed", "md5", "md5_hex", "obj", "ranged", "remaining", "temp")
+    __slots__ = ("error", "etag_is_md5", "ident", "landed", "md5", "md5_hex", "obj", "ranged", "remaining", "rolling",
+                 "temp")
 
     def __init__(self, obj: PlannedObject, temp: TempFile | SmallTemp, remaining: int, landed: int) -> None:
         self.obj = obj
@@ -71,6 +73,7 @@ class _FileJob:
         self.md5: Any = None  # the stream's running MD5, for single-GET objects the checker wants
         self.md5_hex: str | None = None  # ... or its digest, from the worker process that fetched it
         self.ident = (0, 0)  # the temp file's (device, inode), for worker processes to check
+        self.rolling: RollingMd5 | None = None  # a ranged file's MD5, hashed as its ranges land
         self.etag_is_md5 = True  # False once a GET said SSE-KMS / SSE-C (the ETag is no MD5)
 
 
@@ -186,6 +189,10 @@ class TransferPool:
         except BaseException:
             temp.abort(keep=resumed)
             raise
+        if self.checker.wants_md5(obj):
+            job.rolling = RollingMd5(temp.fileno(), obj.size)
+            for start, end in _gaps(todo, obj.size):  # resumed ranges, already in the temp file
+                job.rolling.landed(start, end)
         self._open[obj.key] = job
         self._temps[fold_name(str(temp_path))] = obj.key
         if resumed:
@@ -259,6 +266,8 @@ class TransferPool:
             job.landed += 1
             if part.ranged:
                 self._emit(PartDone(part, got.crc))
+                if job.rolling is not None:
+                    job.rolling.landed(part.start, part.end)
         else:
             self._landed_partly(job, part, got)
 
@@ -335,10 +344,14 @@ class TransferPool:
                     await job.temp.create()  # an empty object: no GET, an empty file
                 job.temp.check_size(obj.size)
                 streamed = job.md5_hex or (await job.md5.hexdigest() if job.md5 is not None else None)
+                if job.rolling is not None:
+                    streamed = await job.rolling.hexdigest()  # None: the checker reads the file
                 md5 = await self.checker.check(obj, job.temp.path, streamed, job.etag_is_md5)
                 mtime_ns = job.temp.commit(self.guard)
             except HcpsyncError as e:
                 err = e
+        if job.rolling is not None:
+            job.rolling.close()
         self._open.pop(obj.key, None)
         self._temps.pop(fold_name(str(job.temp.path)), None)
         if err is None:
@@ -355,6 +368,8 @@ class TransferPool:
     def _abandon_open(self) -> None:
         """Cancelled or stopped: close every open temp file (kept if resumable, else removed)."""
         for job in list(self._open.values()):
+            if job.rolling is not None:
+                job.rolling.close()
             job.temp.abort(resumable(self.gate.keep_partial, job.ranged, job.landed))
         self._open.clear()
         self._temps.clear()
@@ -362,3 +377,15 @@ class TransferPool:
 
 def _spec(obj: PlannedObject, part: Part) -> PartSpec:
     return PartSpec(obj.key, obj.etag or None, obj.size, part.start, part.end, part.ranged)
+
+
+def _gaps(todo: list[Part], size: int) -> list[tuple[int, int]]:
+    """The ranges of ``[0, size)`` outside the parts still to fetch: those already in the file."""
+    out, at = [], 0
+    for part in sorted(todo, key=lambda p: p.start):
+        if part.start > at:
+            out.append((at, part.start))
+        at = max(at, part.end)
+    if at < size:
+        out.append((at, size))
+    return out

@@ -91,6 +91,9 @@ class TempFile:
     def stat(self) -> os.stat_result:
         return os.fstat(self._fd())
 
+    def fileno(self) -> int:
+        return self._fd()
+
     def write_at(self, data: bytes | memoryview, offset: int) -> None:
         try:
             os.pwrite(self._fd(), data, offset)
