@@ -15,8 +15,8 @@ import hashlib
 import os
 import threading
 
-#: bytes read back per ``pread``
-BLOCK = 4 * 1024 * 1024
+#: bytes read back per ``preadv``, into one reused buffer (the memory bound stays concurrency x chunk)
+BLOCK = 1024 * 1024
 
 
 class RollingMd5:
@@ -59,13 +59,14 @@ class RollingMd5:
         self._kick()
 
     def _hash(self, fd: int, start: int, end: int) -> None:
-        update, pread = self._md5.update, os.pread
+        update, buf = self._md5.update, bytearray(BLOCK)
+        view = memoryview(buf)
         while start < end and not self._stop.is_set():
-            data = pread(fd, min(BLOCK, end - start), start)
-            if not data:
+            n = os.preadv(fd, [view[: min(BLOCK, end - start)]], start)
+            if not n:
                 raise OSError("the temp file is shorter than its landed ranges")
-            update(data)
-            start += len(data)
+            update(view[:n])
+            start += n
 
     async def hexdigest(self) -> str | None:
         """The file's MD5 once every byte is hashed; None when that cannot be (a read failed)."""
