@@ -15,8 +15,9 @@ import hashlib
 import os
 import threading
 
-#: bytes read back per ``preadv``, into one reused buffer (the memory bound stays concurrency x chunk)
-BLOCK = 1024 * 1024
+#: bytes read back per ``preadv``, into one reused buffer per file being hashed (memory: this times
+#: the ranged files in flight, beside concurrency x chunk size)
+BLOCK = 256 * 1024
 
 
 class RollingMd5:
