@@ -7,14 +7,11 @@ what a pull needs.  ``from hcpsync import pull, Selection`` works as with eager 
 
 from __future__ import annotations
 
-import importlib
-
+from ._lazy import lazy_exports
 from .version import __version__
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (mypy knows the name)
 if TYPE_CHECKING:
-    from typing import Any
-
     from .api import Mirror, SubjectMirror, check, check_sync, last_selection, plan, plan_sync, pull, pull_sync, run_sync
     from .config import TransferConfig
     from .engine.progress import ProgressEvent
@@ -60,13 +57,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value  # looked up once
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 def __dir__() -> list[str]:

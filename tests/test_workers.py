@@ -118,14 +118,21 @@ def test_pulls_are_byte_identical_whatever_the_worker_count(moto_url: str, bucke
 SLOW = ["--concurrency", "4", "--max-bandwidth", "3MB/s"]
 
 
+def slow_pull_underway(bucket: str, proxy: FaultProxy, dest: Path, tag: str,
+                       sent: int) -> tuple[subprocess.Popen[str], dict[str, bytes], int]:
+    """A capped pull with two workers, once both run and ``sent`` bytes came: the process, the
+    tree it pulls, and the tree's size."""
+    tree = mixed_tree(tag)
+    fast_put(bucket, tree)
+    proc = spawn(pull_cmd(proxy.url, bucket, dest, "--workers", "2", *SLOW, *PARTS))
+    wait_until(lambda: len(workers_of(proc.pid)) == 2 and proxy.bytes_sent > sent)
+    return proc, tree, sum(len(v) for v in tree.values())
+
+
 def test_a_worker_killed_mid_pull_loses_nothing(moto_url: str, bucket: str, tmp_path: Path,
                                                 proxy: FaultProxy) -> None:
-    tree = mixed_tree("k1")
-    fast_put(bucket, tree)
-    total = sum(len(v) for v in tree.values())
     dest = tmp_path / "d"
-    proc = spawn(pull_cmd(proxy.url, bucket, dest, "--workers", "2", *SLOW, *PARTS))
-    wait_until(lambda: len(workers_of(proc.pid)) == 2 and proxy.bytes_sent > 2 * MiB)
+    proc, tree, total = slow_pull_underway(bucket, proxy, dest, "k1", 2 * MiB)
     victim = min(workers_of(proc.pid))
     os.kill(victim, signal.SIGKILL)
     code, report, err = finish(proc)
@@ -140,12 +147,8 @@ def test_a_worker_killed_mid_pull_loses_nothing(moto_url: str, bucket: str, tmp_
 def test_coordinator_killed_leaves_no_worker_and_the_rerun_fetches_at_most_the_parts_in_flight(
     moto_url: str, bucket: str, tmp_path: Path, proxy: FaultProxy
 ) -> None:
-    tree = mixed_tree("k2")
-    fast_put(bucket, tree)
-    total = sum(len(v) for v in tree.values())
     dest = tmp_path / "d"
-    proc = spawn(pull_cmd(proxy.url, bucket, dest, "--workers", "2", *SLOW, *PARTS))
-    wait_until(lambda: len(workers_of(proc.pid)) == 2 and proxy.bytes_sent > 3 * MiB)
+    proc, tree, total = slow_pull_underway(bucket, proxy, dest, "k2", 3 * MiB)
     workers = workers_of(proc.pid)
     proc.kill()
     proc.communicate()
@@ -163,12 +166,8 @@ def test_coordinator_killed_leaves_no_worker_and_the_rerun_fetches_at_most_the_p
 
 def test_ctrl_c_stops_every_process_keeps_the_journal_and_resumes(moto_url: str, bucket: str, tmp_path: Path,
                                                                   proxy: FaultProxy) -> None:
-    tree = mixed_tree("cc")
-    fast_put(bucket, tree)
-    total = sum(len(v) for v in tree.values())
     dest = tmp_path / "d"
-    proc = spawn(pull_cmd(proxy.url, bucket, dest, "--workers", "2", *SLOW, *PARTS))
-    wait_until(lambda: len(workers_of(proc.pid)) == 2 and proxy.bytes_sent > 3 * MiB)
+    proc, tree, total = slow_pull_underway(bucket, proxy, dest, "cc", 3 * MiB)
     workers = workers_of(proc.pid)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)

@@ -113,14 +113,10 @@ class TempFile:
         """Rename to the final path, if the temp path still names this file; returns its mtime (ns)."""
         try:
             st = os.fstat(self._fd())
-            there = os.lstat(self.path)
-            if (st.st_ino, st.st_dev) != (there.st_ino, there.st_dev) or not stat.S_ISREG(there.st_mode):
-                raise LocalIOError(f"{self.path} was replaced by another writer during the download; not renaming it")
-            self.close()
-            guard.check_final(self.final)
-            os.replace(self.path, self.final)
         except OSError as exc:
             raise local_error(exc, self.final) from exc
+        self.close()
+        rename_if_ours(self.path, self.final, (st.st_dev, st.st_ino), guard)
         return st.st_mtime_ns
 
     def abort(self, keep: bool) -> None:
@@ -184,13 +180,7 @@ class SmallTemp:
     def commit(self, guard: DestGuard) -> int:
         if self.local is not None:
             return self.local.commit(guard)
-        st = self._ours()
-        try:
-            guard.check_final(self.final)
-            os.replace(self.path, self.final)
-        except OSError as exc:
-            raise local_error(exc, self.final) from exc
-        return st.st_mtime_ns
+        return rename_if_ours(self.path, self.final, self.ident, guard).st_mtime_ns
 
     def abort(self, keep: bool) -> None:
         if self.local is not None:
@@ -201,9 +191,26 @@ class SmallTemp:
     def _ours(self) -> os.stat_result:
         """The file at the temp path, if it is the one the worker wrote."""
         try:
-            st = os.lstat(self.path)
+            return ours(self.path, self.ident)
         except OSError as exc:
             raise local_error(exc, self.path) from exc
-        if self.ident is None or (st.st_dev, st.st_ino) != self.ident or not stat.S_ISREG(st.st_mode):
-            raise LocalIOError(f"{self.path} was replaced by another writer during the download; not renaming it")
-        return st
+
+
+def ours(path: Path, ident: tuple[int, int] | None) -> os.stat_result:
+    """``lstat(path)``, if ``path`` still names the regular file ``ident`` (device, inode) this run
+    wrote; raises OSError, or LocalIOError when another writer replaced it."""
+    st = os.lstat(path)
+    if ident is None or (st.st_dev, st.st_ino) != ident or not stat.S_ISREG(st.st_mode):
+        raise LocalIOError(f"{path} was replaced by another writer during the download; not renaming it")
+    return st
+
+
+def rename_if_ours(path: Path, final: Path, ident: tuple[int, int] | None, guard: DestGuard) -> os.stat_result:
+    """Rename ``path`` to ``final`` if it still names the file ``ident`` this run wrote."""
+    try:
+        st = ours(path, ident)
+        guard.check_final(final)
+        os.replace(path, final)
+    except OSError as exc:
+        raise local_error(exc, final) from exc
+    return st

@@ -11,15 +11,12 @@ no network stack.
 
 from __future__ import annotations
 
-import importlib
-
+from .._lazy import lazy_exports
 from .base import Body, ObjectStore, StorageStats
 from .options import StorageOptions
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
-
     from .errors import map_exceptions, translate, translate_code
     from .ratelimit import RateLimiter
     from .retry import RetryPolicy
@@ -46,10 +43,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY, globals())

@@ -14,12 +14,10 @@ not load the tree checker or the package lister.
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_exports
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
-
     from .cache import MemoryVerifiedCache, NullVerifiedCache, VerifiedCache
     from .checker import PullVerifier
     from .manifests import ManifestSet, fetch_manifests, fetch_manifests_for_plan, load_local_manifests, manifest_notes
@@ -54,10 +52,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY, globals())
