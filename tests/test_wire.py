@@ -52,3 +52,30 @@ def test_a_workers_share_of_the_concurrency_and_the_bandwidth_cap() -> None:
     assert (share.concurrency, share.max_bandwidth, share.workers) == (22, (100 << 20) // 3, 1)
     assert worker_config(TransferConfig(concurrency=1), 4).concurrency == 1
     assert worker_config(TransferConfig(), 2).max_bandwidth is None
+
+
+def test_workers_start_only_once_a_whole_window_was_cpu_bound_with_a_core_to_spare() -> None:
+    from hcpsync.engine.procs.workerset import BusyMeter
+
+    clock = {"wall": 100.0, "cpu": 5.0}
+    meter = BusyMeter(4, window=0.5, busy=0.75, clocks=(lambda: clock["wall"], lambda: clock["cpu"]))
+
+    def tick(wall: float, cpu: float) -> bool:
+        clock["wall"] += wall
+        clock["cpu"] += cpu
+        return meter.saturated()
+
+    assert not tick(0, 0)  # the first part opens a window
+    assert not tick(0.3, 0.3)  # not a whole window yet
+    assert not tick(0.3, 0.05)  # 0.35 CPU-s in 0.6 s: waiting on the network, not on a core
+    assert not tick(0.2, 0.2)  # a new window, not whole yet
+    assert tick(0.4, 0.35)  # 0.55 CPU-s in 0.6 s: one core is full
+    # on 2 cores, a process already using both (its loop and its MD5 threads) starts no worker
+    full = BusyMeter(2, window=0.5, busy=0.75, clocks=(lambda: clock["wall"], lambda: clock["cpu"]))
+    assert not full.saturated()
+    clock["wall"] += 1.0
+    clock["cpu"] += 1.9
+    assert not full.saturated()
+    clock["wall"] += 1.0
+    clock["cpu"] += 1.2  # 1.2 of 2 cores: one full, most of the other idle
+    assert full.saturated()

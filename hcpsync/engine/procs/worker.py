@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -222,6 +223,7 @@ async def _serve(hello: Hello, reader: asyncio.StreamReader, writer: asyncio.Str
     try:
         limiter = RateLimiter(cfg.max_bandwidth) if cfg.max_bandwidth else None
         worker = Worker(Fetcher(store, hello.bucket, cfg.chunk_size, RetryPolicy.from_config(cfg), limiter), store, writer)
+        gc.freeze()  # what start-up made lives as long as the worker: no collection scans it again
         writer.write(frame(Ready(os.getpid())))
         try:
             while (message := await receive(reader)) is not None:
