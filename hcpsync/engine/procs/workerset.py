@@ -1,8 +1,8 @@
 """The coordinator's side of the worker processes: start them, hand each part to the least
 busy one, collect the result, and stop them.
 
-By default workers start in the background the first time the pool has enough work to need
-them; until one is ready, and whenever none is, the pool fetches in its own process, so
+By default workers start in the background once the pull's process fills one core while
+another is idle (:class:`BusyMeter`); until one is ready, and whenever none is, the pool fetches in its own process, so
 start-up never delays the first byte and a pull that moves a few bytes never starts a process.
 With an explicit count (``--workers N``) they start with the first part and the pool waits
 for them: the N processes move the bytes.  A worker that dies (``kill -9``) loses nothing: its parts
@@ -43,7 +43,7 @@ STOP_WAIT = 2.0
 #: parts, while at least ``AUTO_SPARE`` of a core it may use stays idle: one core is what limits
 #: the pull, and another is free to take work.  A latency-bound pull (many small objects from a far
 #: S3) leaves its core idle; a pull that already fills every core (2 cores: the loop and the MD5
-#: threads) gains nothing from more processes (measured: +15-35 % CPU, no faster).
+#: threads) gains nothing from more processes (measured: +15-18 % CPU per GB, no faster).
 AUTO_WINDOW = 0.5
 AUTO_BUSY = 0.75
 AUTO_SPARE = 0.5
