@@ -57,25 +57,18 @@ def test_a_workers_share_of_the_concurrency_and_the_bandwidth_cap() -> None:
 def test_workers_start_only_once_a_whole_window_was_cpu_bound_with_a_core_to_spare() -> None:
     from hcpsync.engine.procs.workerset import BusyMeter
 
-    clock = {"wall": 100.0, "cpu": 5.0}
-    meter = BusyMeter(4, window=0.5, busy=0.75, clocks=(lambda: clock["wall"], lambda: clock["cpu"]))
+    clock = {"wall": 100.0, "cpu": 5.0, "idle": 1000.0}
+    meter = BusyMeter(window=0.5, busy=0.75, spare=0.5,
+                      clocks=(lambda: clock["wall"], lambda: clock["cpu"], lambda: clock["idle"]))
 
-    def tick(wall: float, cpu: float) -> bool:
+    def tick(wall: float, cpu: float, idle: float) -> bool:
         clock["wall"] += wall
         clock["cpu"] += cpu
+        clock["idle"] += idle
         return meter.saturated()
 
-    assert not tick(0, 0)  # the first part opens a window
-    assert not tick(0.3, 0.3)  # not a whole window yet
-    assert not tick(0.3, 0.05)  # 0.35 CPU-s in 0.6 s: waiting on the network, not on a core
-    assert not tick(0.2, 0.2)  # a new window, not whole yet
-    assert tick(0.4, 0.35)  # 0.55 CPU-s in 0.6 s: one core is full
-    # on 2 cores, a process already using both (its loop and its MD5 threads) starts no worker
-    full = BusyMeter(2, window=0.5, busy=0.75, clocks=(lambda: clock["wall"], lambda: clock["cpu"]))
-    assert not full.saturated()
-    clock["wall"] += 1.0
-    clock["cpu"] += 1.9
-    assert not full.saturated()
-    clock["wall"] += 1.0
-    clock["cpu"] += 1.2  # 1.2 of 2 cores: one full, most of the other idle
-    assert full.saturated()
+    assert not tick(0, 0, 0)  # the first part opens a window
+    assert not tick(0.3, 0.3, 0.3)  # not a whole window yet
+    assert not tick(0.3, 0.05, 1.0)  # 0.35 CPU-s in 0.6 s: waiting on the network, not on a core
+    assert not tick(0.6, 0.55, 0.1)  # one core full, but the machine has none idle (an origin, the hashing)
+    assert tick(0.6, 0.55, 0.5)  # one core full, most of another idle: start the workers

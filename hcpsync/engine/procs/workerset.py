@@ -40,8 +40,8 @@ START_TIMEOUT = 60.0
 STOP_WAIT = 2.0
 #: without an explicit worker count, workers start once this process has been busy (CPU time over
 #: wall time, every thread) for at least ``AUTO_BUSY`` of ``AUTO_WINDOW`` seconds of handing out
-#: parts, while at least ``AUTO_SPARE`` of a core it may use stays idle: one core is what limits
-#: the pull, and another is free to take work.  A latency-bound pull (many small objects from a far
+#: parts, while the machine keeps at least ``AUTO_SPARE`` of a core idle (``/proc/stat``): one
+#: core is what limits the pull, and another is free to take work.  A latency-bound pull (many small objects from a far
 #: S3) leaves its core idle; a pull that already fills every core (2 cores: the loop and the MD5
 #: threads) gains nothing from more processes (measured: +15-18 % CPU per GB, no faster).
 AUTO_WINDOW = 0.5
@@ -49,27 +49,37 @@ AUTO_BUSY = 0.75
 AUTO_SPARE = 0.5
 
 
-class BusyMeter:
-    """Whether a process is bound by one core while another is idle: its CPU time over wall time,
-    window after window."""
+def idle_seconds() -> float:
+    """CPU seconds the whole machine has spent idle (``/proc/stat``), or -1 where it cannot say."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            fields = f.readline().split()
+        return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")  # idle + iowait
+    except (OSError, ValueError, IndexError):
+        return -1.0
 
-    def __init__(self, cores: int, window: float = AUTO_WINDOW, busy: float = AUTO_BUSY,
-                 clocks: tuple[Callable[[], float], Callable[[], float]] = (time.monotonic, time.process_time)) -> None:
-        self.window, self.busy, self.most = window, busy, cores - AUTO_SPARE
-        self._wall, self._cpu = clocks
-        self._start: tuple[float, float] | None = None
+
+class BusyMeter:
+    """Whether a process is bound by one core while the machine has another idle: its CPU time
+    over wall time, and the machine's idle time, window after window."""
+
+    def __init__(self, window: float = AUTO_WINDOW, busy: float = AUTO_BUSY, spare: float = AUTO_SPARE,
+                 clocks: tuple[Callable[[], float], ...] = (time.monotonic, time.process_time, idle_seconds)) -> None:
+        self.window, self.busy, self.spare = window, busy, spare
+        self._clocks = clocks
+        self._start: tuple[float, ...] | None = None
 
     def saturated(self) -> bool:
         """True once a whole window was busy enough and left a core idle; another window starts a new one."""
-        now, cpu = self._wall(), self._cpu()
-        if self._start is None:
-            self._start = (now, cpu)
+        now = tuple(clock() for clock in self._clocks)
+        if self._start is None or now[0] - self._start[0] < self.window:
+            self._start = self._start or now
             return False
-        wall0, cpu0 = self._start
-        if now - wall0 < self.window:
-            return False
-        self._start = (now, cpu)
-        return self.busy <= (cpu - cpu0) / (now - wall0) <= self.most
+        (wall, cpu, idle), self._start = (b - a for a, b in zip(self._start, now, strict=True)), now
+        spare = idle / wall if now[2] >= 0 else self.spare  # no /proc/stat: assume a core to spare
+        return cpu / wall >= self.busy and spare >= self.spare
+
+
 #: seconds between looks at the coordinator's credentials (temporary keys are refreshed)
 KEYS_EVERY = 60.0
 
@@ -141,7 +151,7 @@ class WorkerSet:
         self._ids = itertools.count()
         self._starting: asyncio.Future[None] | None = None
         self._replaced = 0
-        self._meter = BusyMeter(usable_cores())  # no explicit count: start once one core is full, one idle
+        self._meter = BusyMeter()  # no explicit count: start once one core is full and another idle
         self._broken = False
         self._inflight: dict[int, tuple[_Worker, Callable[[], bool]]] = {}
         self._replacements: set[asyncio.Future[None]] = set()
