@@ -19,27 +19,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ...errors import HcpsyncError, LocalIOError, UnsafePathError
+from ...errors import HcpsyncError, LocalIOError
 from ...store.gets import Getter, StaticKeys
 from ...store.ratelimit import RateLimiter
 from ...store.retry import RetryPolicy
 from ..fetch import Fetcher, Got
 from ..md5stream import StreamMd5
-from ..tempfile import local_error
+from ..tempfile import create_afresh, local_error, ours
 from .wire import Broken, Cancel, Fetch, Hello, NewKeys, Ready, Result, frame, receive
 
 _O_WRITE = os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-_O_CREATE = _O_WRITE | os.O_CREAT | os.O_EXCL
 
 
 def _create(path: str) -> tuple[int, tuple[int, int]]:
-    """Create the temp file of a small object afresh (a stale one is removed first): ``(fd, (dev, ino))``."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+    """Create the temp file of a small object afresh: ``(fd, (dev, ino))``."""
     try:
-        fd = os.open(path, _O_CREATE, 0o644)
-    except FileExistsError:
-        raise UnsafePathError(f"{path} was created by another writer at the same time; refusing to share it") from None
+        fd = create_afresh(Path(path))
     except OSError as exc:
         raise local_error(exc, Path(path)) from exc
     st = os.fstat(fd)
@@ -48,10 +43,9 @@ def _create(path: str) -> tuple[int, tuple[int, int]]:
 
 def _remove(path: str, ident: tuple[int, int]) -> None:
     """Remove the file this worker created at ``path``, if it is still there."""
-    with contextlib.suppress(OSError):
-        st = os.lstat(path)
-        if (st.st_dev, st.st_ino) == ident:
-            os.unlink(path)
+    with contextlib.suppress(OSError, LocalIOError):
+        ours(Path(path), ident)
+        os.unlink(path)
 
 
 class _Files:
