@@ -29,8 +29,9 @@ Requests (path-style, unsigned requests accepted, any signature ignored):
   ``Content-Length``, ``Last-Modified`` (2020-01-01T00:00:01Z), ``If-Match`` (412),
   ``Range: bytes=a-b`` / ``a-`` / ``-n`` (206 + ``Content-Range``; 416).  ``--get-delay S``.
 * ``GET /__stats``                            JSON: requests counted by kind (``list``,
-  ``get``, ``head``, ``get_manifest`` = GETs of ``.xdlm/`` keys, ...), ``first_list`` and
-  ``first_get`` (``time.time()`` of the first one), ``lists_in_flight_max`` and
+  ``get``, ``head``, ``get_manifest`` = GETs of ``.xdlm/`` keys, ...), ``first_list``,
+  ``first_get`` and ``first_get_manifest`` (``time.time()`` of the first one; ``get`` counts
+  only the non-manifest GETs), ``lists_in_flight_max`` and
   ``gets_in_flight_max`` (the most requests of that kind being answered at once).
 * ``POST /__reset``                           zeroes the statistics.
 
@@ -385,7 +386,7 @@ class Stats:
         with self._lock:
             self.counts = dict.fromkeys(self.KINDS, 0)
             self.bytes_sent = 0
-            self.first: dict[str, float | None] = {"list": None, "get": None}
+            self.first: dict[str, float | None] = {"list": None, "get": None, "get_manifest": None}
             self.in_flight = {"list": 0, "get": 0}
             self.in_flight_max = {"list": 0, "get": 0}
             self.since = time.time()
@@ -419,6 +420,7 @@ class Stats:
                 "bytes_sent": self.bytes_sent,
                 "first_list": self.first["list"],
                 "first_get": self.first["get"],
+                "first_get_manifest": self.first["get_manifest"],
                 "lists_in_flight": self.in_flight["list"],
                 "gets_in_flight": self.in_flight["get"],
                 "lists_in_flight_max": self.in_flight_max["list"],

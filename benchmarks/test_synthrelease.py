@@ -301,7 +301,7 @@ def test_stats_and_reset(tiny: Running) -> None:
     t0 = time.time()
     tiny.request("POST", "/__reset")
     s = tiny.stats()
-    assert (s["list"], s["get"], s["first_get"], s["first_list"]) == (0, 0, None, None)
+    assert (s["list"], s["get"], s["first_get"], s["first_get_manifest"], s["first_list"]) == (0, 0, None, None, None)
     tiny.request("GET", f"/{BUCKET}?list-type=2&prefix=HCP_1200/200000/")
     tiny.request("GET", f"/{BUCKET}?list-type=2&prefix=HCP_1200/200001/")
     tiny.request("GET", f"/{BUCKET}/HCP_1200/200000/T1w/200000/label/BA.ctab")
@@ -312,7 +312,8 @@ def test_stats_and_reset(tiny: Running) -> None:
     s = tiny.stats()
     assert (s["list"], s["get"], s["get_manifest"], s["head"], s["head_bucket"], s["errors"]) == (2, 2, 1, 1, 1, 1)
     assert isinstance(s["first_list"], float) and isinstance(s["first_get"], float)
-    assert t0 <= s["first_list"] <= s["first_get"] <= time.time()
+    assert isinstance(s["first_get_manifest"], float)
+    assert t0 <= s["first_list"] <= s["first_get"] <= s["first_get_manifest"] <= time.time()
     assert s["lists_in_flight_max"] == 1 and s["lists_in_flight"] == 0
     tiny.request("POST", "/__reset")
     s = tiny.stats()
