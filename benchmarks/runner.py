@@ -1209,7 +1209,8 @@ class Report:
         md += ["### scale: release-scale plans and pulls (issue 13)\n",
                f"`benchmarks/scale.py` against `benchmarks/synthrelease.py` (a generated release: synthetic subjects of "
                f"{info['keys_per_subject']:,} keys, the service in its own process, its CPU not counted), hcpsync run "
-               f"as `{info['hcpsync']}` under `{info.get('wrapper') or '-'}`; optional flags found: "
+               f"as `{info['hcpsync']}` ({info.get('hcpsync_version', '?')}) under `{info.get('wrapper') or '-'}`; "
+               "optional flags found: "
                + (", ".join(f"`{c} {f}`" for c, fs in info["features"].items() for f, ok in fs.items() if ok) or "none")
                + ". Wall from spawn to exit; CPU from `wait4` (worker processes included); peak RSS from GNU time "
                "(the largest process); MB = 10^6 bytes.\n",

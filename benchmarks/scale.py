@@ -209,7 +209,8 @@ class Hcpsync:
 
     argv0: list[str]
     features: dict[str, dict[str, bool]]
-    max_as_gb: float = 12.0
+    max_as_gb: float = MAX_AS_GB
+    version: str = ""
 
     @classmethod
     def probe(cls, argv0: list[str], max_as_gb: float) -> Hcpsync:
@@ -221,7 +222,9 @@ class Hcpsync:
             if out.returncode != 0:
                 raise RuntimeError(f"{shlex.join([*argv0, cmd, '--help'])} failed: {out.stderr.strip()[-400:]}")
             features[cmd] = {f: re.search(rf"(^|[\s\[]){re.escape(f)}(?![\w-])", out.stdout) is not None for f in OPTIONAL_FLAGS}
-        return cls(argv0, features, max_as_gb)
+        version = subprocess.run([*argv0, "--version"], capture_output=True, text=True, env=child_env(),
+                                 cwd=REPO_ROOT, timeout=120).stdout.strip()
+        return cls(argv0, features, max_as_gb, version)
 
     def has(self, cmd: str, flag: str) -> bool:
         return self.features.get(cmd, {}).get(flag, False)
@@ -648,6 +651,8 @@ def warm_up(opts: Options) -> None:
 
 def run(opts: Options, scenarios: Sequence[str]) -> dict[str, Any]:
     """Run the chosen scenarios (after :func:`warm_up`); the JSON document (results, targets, commands)."""
+    machine = {"nproc": os.cpu_count(), "loadavg_at_start": os.getloadavg()[0],
+               "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     results: dict[str, Any] = {}
     runners: dict[str, Callable[[Options], dict[str, Any]]] = {
         "plan-rss": run_plan_rss, "plan-15m": run_plan_15m, "ttfb": run_ttfb}
@@ -666,6 +671,8 @@ def run(opts: Options, scenarios: Sequence[str]) -> dict[str, Any]:
         shutil.rmtree(dest_base(opts), ignore_errors=True)
     return {
         "hcpsync": shlex.join(opts.hcpsync.argv0),
+        "hcpsync_version": opts.hcpsync.version,
+        "machine": machine,
         "features": opts.hcpsync.features,
         "wrapper": shlex.join(opts.hcpsync.wrapped([])).strip() or None,
         "keys_per_subject": keys_per_subject(),
@@ -690,7 +697,8 @@ def summary(doc: dict[str, Any]) -> str:
     """The readable report: one line per run, then the targets."""
     res = doc["results"]
     flags = ", ".join(f"{c} {f}" for c, fs in doc["features"].items() for f, ok in fs.items() if ok)
-    lines = [f"hcpsync: {doc['hcpsync']}; optional flags: {flags or 'none'}"]
+    lines = [f"hcpsync: {doc['hcpsync']} ({doc['hcpsync_version']}); optional flags: {flags or 'none'}; "
+             f"load average at start {doc['machine']['loadavg_at_start']}"]
     for r in res.get("plan-rss", {}).get("runs", []):
         lines.append(_plan_line("plan-rss", r))
     if "plan-15m" in res:
