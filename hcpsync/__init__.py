@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from .config import TransferConfig
     from .engine.progress import ProgressEvent
     from .errors import HcpsyncError
-    from .models import Plan, PlannedObject, PullReport, Selection
+    from .models import PlannedObject, PullReport, Selection
+    from .planfile import Plan
     from .store.options import StorageOptions
     from .verify.tree import VerifyReport, verify_tree
 
@@ -27,7 +28,8 @@ _EXPORTS = {
     "TransferConfig": ".config",
     "ProgressEvent": ".engine.progress",
     "HcpsyncError": ".errors",
-    **dict.fromkeys(("Plan", "PlannedObject", "PullReport", "Selection"), ".models"),
+    **dict.fromkeys(("PlannedObject", "PullReport", "Selection"), ".models"),
+    "Plan": ".planfile",
     "StorageOptions": ".store.options",
     **dict.fromkeys(("VerifyReport", "verify_tree"), ".verify.tree"),
 }

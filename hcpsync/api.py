@@ -27,8 +27,8 @@ from .engine.events import Listener
 from .engine.progress import ProgressCallback
 from .errors import HcpsyncError
 from .journal import Journal, open_journal_if_any
-from .models import DEFAULT_BUCKET, DEFAULT_RELEASE, Plan, PullReport, Selection, as_items
-from .planning import plan_for
+from .models import DEFAULT_BUCKET, DEFAULT_RELEASE, PullReport, Selection, as_items
+from .planfile import Plan
 from .planning.listing import build_plan
 from .run import PullOptions, run_pull
 from .store.options import StorageOptions
@@ -37,6 +37,7 @@ from .store.s3 import S3Storage
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
+    from .journal.plan import PlanTable
     from .verify.tree import VerifyProgress, VerifyReport
 
 T = TypeVar("T")
@@ -66,12 +67,27 @@ def _storage_options(access: S3Access) -> StorageOptions:
                           region=access.get("region"), no_sign_request=access.get("no_sign_request", False))
 
 
-async def plan(selection: Selection, *, config: TransferConfig | None = None, **access: Unpack[S3Access]) -> Plan:
-    """List what ``selection`` covers: every object with key, size, ETag and local path."""
+async def plan(
+    selection: Selection,
+    *,
+    config: TransferConfig | None = None,
+    save: str | os.PathLike[str] | None = None,
+    on_unit: Callable[[PlanTable, int], None] | None = None,
+    **access: Unpack[S3Access],
+) -> Plan:
+    """List what ``selection`` covers (``--package`` resolved through the manifests): a
+    :class:`Plan`, whose objects are read from its file as they are iterated.
+
+    ``save``: also write the plan to that file, for ``pull(Plan.load(path), ...)`` (no listing
+    again).  ``on_unit(table, unit)``: called when a listing unit (a folder) is planned, its rows
+    final (``table.page(unit, ...)``; ``table.totals`` so far).
+    ``config.list_concurrency`` listings run at once.
+    """
     opts = _storage_options(access)
-    async with S3Storage(opts, config or TransferConfig()) as s3:
-        the_plan, _ = await plan_for(s3, selection)  # resolves --package through the manifests
-        return the_plan
+    cfg = config or TransferConfig()
+    async with S3Storage(opts, cfg) as s3:
+        return await build_plan(s3, selection, concurrency=cfg.list_concurrency,
+                                save=os.fspath(save) if save is not None else None, on_unit=on_unit)
 
 
 async def pull(
@@ -87,7 +103,9 @@ async def pull(
     verify: bool = True,
     **access: Unpack[S3Access],
 ) -> PullReport:
-    """Download a selection (or a ready plan) to ``dest``; returns a :class:`PullReport`.
+    """Download a selection (or a ready plan: :func:`plan`'s, or :meth:`Plan.load` of a saved one,
+    pulled without listing again) to ``dest``; returns a :class:`PullReport`.  The listing runs
+    while files are fetched: the first byte moves after the first listing page.
 
     S3 access: see :class:`S3Access`.  Per-object failures are collected in the report, not raised.  Raises
     :class:`~hcpsync.errors.HcpsyncError` for what stops the whole run (bad selection,
@@ -298,12 +316,15 @@ class SubjectMirror:
         )
         async with S3Storage(m.storage, m.config) as s3:
             the_plan = await build_plan(s3, sel)
-        report = await pull(the_plan, m.dest, config=m.config, storage=m.storage, progress=m.progress)
-        m.last_report = report
-        if not report.ok:
-            first = report.failed[0]
-            raise HcpsyncError(f"{len(report.failed)} file(s) could not be fetched, e.g. {first.key}: {first.reason}")
-        return [m.dest / o.relpath for o in the_plan.objects]
+        try:
+            report = await pull(the_plan, m.dest, config=m.config, storage=m.storage, progress=m.progress)
+            m.last_report = report
+            if not report.ok:
+                first = report.failed[0]
+                raise HcpsyncError(f"{len(report.failed)} file(s) could not be fetched, e.g. {first.key}: {first.reason}")
+            return sorted(m.dest / o.relpath for o in the_plan.objects)
+        finally:
+            the_plan.close()
 
     def files(self, *paths: str, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[Path]:
         """Blocking twin of :meth:`afiles`."""

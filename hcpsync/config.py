@@ -46,6 +46,9 @@ class TransferConfig:
         for one per core this process may run on, started only once a pull has enough to
         fetch; ``1`` for a single process (no child process at all); ``N`` for exactly ``N``
         worker processes, each with its share of ``concurrency`` and ``max_bandwidth``.
+    ``list_concurrency``
+        Listing requests in flight at once while planning (64 by default).  Subjects are listed
+        side by side and a subject's sub-folders too, and downloads start with the first page.
     ``connect_timeout`` / ``read_timeout``
         Seconds; a connection that sends no byte for ``read_timeout`` is abandoned and retried.
     ``low_speed_limit`` / ``low_speed_time``
@@ -73,6 +76,7 @@ class TransferConfig:
     low_speed_limit: int = 1 * KiB
     low_speed_time: float = 30.0
     workers: int | None = None
+    list_concurrency: int = 64
 
     def __post_init__(self) -> None:
         if self.concurrency < 1 or self.concurrency > 4096:
@@ -87,6 +91,8 @@ class TransferConfig:
             raise UsageError(f"max bandwidth must be at least 1 KiB/s, got {self.max_bandwidth}")
         if self.workers is not None and not 1 <= self.workers <= 256:
             raise UsageError(f"workers must be between 1 and 256, got {self.workers}")
+        if not 1 <= self.list_concurrency <= 1024:
+            raise UsageError(f"list concurrency must be between 1 and 1024, got {self.list_concurrency}")
         if self.retries < 0:
             raise UsageError(f"retries must be >= 0, got {self.retries}")
         if self.read_timeout <= 0 or self.connect_timeout <= 0:

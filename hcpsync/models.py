@@ -204,41 +204,6 @@ class Failure:
 Rejected = Failure
 
 
-@dataclass(frozen=True)
-class Plan:
-    selection: Selection
-    objects: tuple[PlannedObject, ...]
-    rejected: tuple[Rejected, ...] = ()
-    notes: tuple[str, ...] = ()
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(o.size for o in self.objects)
-
-    def per_subject(self) -> dict[str, tuple[int, int]]:
-        """subject -> (files, bytes), in selection order."""
-        out: dict[str, tuple[int, int]] = {s: (0, 0) for s in self.selection.subjects}
-        for o in self.objects:
-            n, b = out.get(o.subject, (0, 0))
-            out[o.subject] = (n + 1, b + o.size)
-        return out
-
-    def to_json(self, with_objects: bool = True) -> dict[str, object]:
-        doc: dict[str, object] = {
-            "selection": self.selection.to_json(),
-            "files": len(self.objects),
-            "bytes": self.total_bytes,
-            "subjects": {s: {"files": n, "bytes": b} for s, (n, b) in self.per_subject().items()},
-            "rejected": [{"key": r.key, "reason": r.reason} for r in self.rejected],
-            "notes": list(self.notes),
-        }
-        if with_objects:
-            doc["objects"] = [
-                {"key": o.key, "size": o.size, "etag": o.etag, "path": o.relpath} for o in self.objects
-            ]
-        return doc
-
-
 @dataclass(frozen=True, slots=True)
 class Part:
     """The unit of work: one GET of ``[start, end)`` of one planned object.

@@ -1,7 +1,10 @@
-"""One pull, from a selection to its report: the stages wired together.
+"""One pull, from a selection (or a saved plan) to its report: the stages wired together.
 
-    destination (lock, journal, recorded release)  ->  plan and verifier (prepare)
-    ->  journal run start, partial files checked  ->  pool rounds  ->  report
+    destination (lock, journal, recorded release)  ->  partial files checked
+    ->  listing into the journal's plan table  ||  pool rounds reading it  ->  report
+
+The listing and the pool run side by side: the pool reads the plan a batch at a time as pages
+are planned, so the first byte moves after the first listing page, whatever the selection's size.
 
 The pool's outcomes go to the journal (what is done), the verifier (checksums verified) and
 the caller's listener; objects that changed on the server mid-pull or failed their checksum
@@ -10,11 +13,12 @@ get more rounds here.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -26,14 +30,19 @@ from .engine.pool import PoolResult, TransferPool
 from .engine.procs import WorkerSet, usable_cores
 from .engine.progress import Progress, ProgressCallback
 from .errors import EtagMismatchError, HcpsyncError, ObjectChangedError, VerificationError
+from .journal import Journal
+from .journal.plan import PlanFeed, PlanTable
 from .journal.resume import JournalGate, check_partials
 from .journal.session import PullSession
-from .models import Plan, PlannedObject, PullReport, Selection
+from .models import PlannedObject, PullReport, Rejected, Selection
 from .paths import STATE_DIR
+from .planfile import PAGE, Plan, open_plan_db, scratch_plan_path
+from .planning.listing import Planned, plan_into
 from .planning.schedule import schedule
-from .prepare import prepare_pull
+from .prepare import make_verifier
 from .store import ObjectStore, S3Storage, StorageOptions
 from .verify.checker import PullVerifier
+from .verify.manifests import ManifestSet
 
 #: extra rounds for objects that changed on the server mid-pull or failed verification
 REFETCH_ROUNDS = 2
@@ -99,51 +108,165 @@ async def run_pull(selection: Selection | Plan, dest: str | os.PathLike[str], op
         raise
 
 
-async def _run_pull(selection: Selection | Plan, root: Path, opts: PullOptions, fresh: _Fresh) -> PullReport:
+async def _run_pull(source: Selection | Plan, root: Path, opts: PullOptions, fresh: _Fresh) -> PullReport:
     t0 = time.monotonic()
     cfg, notes = fit_to_fd_limit(opts.config)
+    selection = source.selection if isinstance(source, Plan) else source
     async with PullSession(root, prepare_state_dir(root) / "lock", opts.journal, opts.reset_journal) as session:
         jnl = session.journal
-        claim_source(root, selection.selection if isinstance(selection, Plan) else selection,
-                     jnl.recorded_source() if jnl is not None else None)
-        async with S3Storage(opts.storage, cfg) as s3:
-            prepared = await prepare_pull(s3, selection, dest=root, verify=opts.verify,
-                                          cache=jnl.checksum_cache() if jnl is not None else None)
-            the_plan, verifier = prepared.plan, prepared.verifier
-            fresh.planned = True
-            notes += [*the_plan.notes, *prepared.notes]
-            listeners: list[Listener] = []
-            gate = None
+        claim_source(root, selection, jnl.recorded_source() if jnl is not None else None)
+        async with S3Storage(opts.storage, cfg) as s3, _plan_table(session, selection) as table:
             if jnl is not None:
-                notes += jnl.start_run(the_plan)
-                notes += await check_partials(jnl, the_plan.objects, root)
-                gate = JournalGate(jnl)
-                listeners.append(gate)
-            listeners += [x for x in (verifier, opts.listener) if x is not None]
-            prog = Progress(opts.progress)
-            prog.start(len(the_plan.objects), the_plan.total_bytes)
+                notes += await check_partials(jnl, root)
+            run = _Run(s3, source, table, root, cfg, opts, fresh, jnl)
             session.start_sync_points(opts.sync_interval)
             try:
-                async with _workers(cfg, s3, the_plan.selection.bucket) as remote:
-                    pool = _PoolFactory(s3, the_plan, root, cfg, prog, gate, verifier, listeners, remote)
-                    rounds = await _run_rounds(pool, schedule(the_plan.objects, cfg), cfg.retries)
+                rounds, planned = await run.go()
             finally:
                 await session.stop_sync_points()
-            prog.finish()
+            notes += planned.notes + (jnl.plan_notes(table) if jnl is not None else [])
             rounds.result.retries += s3.stats.retries
-            requests = s3.stats.requests + (remote.requests if remote is not None else 0)
-            workers = len(remote.used) if remote is not None else 0
-            notes += remote.notes if remote is not None else []
+            requests = s3.stats.requests + run.remote_requests
+            planned_totals = _Planned(table.totals.files, table.totals.bytes, table.rejected())
         if rounds.result.fatal is not None:
             session.finish(f"stopped: {rounds.result.fatal}", {})
             raise rounds.result.fatal
-        notes += rounds.notes + (verifier.notes if verifier is not None else [])
-        report = replace(_report(the_plan, rounds.result, notes, verifier, requests, time.monotonic() - t0),
-                         dest=str(root), journal=str(jnl.path) if jnl is not None else None, workers=workers)
+        seen = set(notes)
+        notes += rounds.notes + run.remote_notes + [n for n in (run.verifier.notes if run.verifier else []) if n not in seen]
+        report = replace(_report(planned_totals, rounds.result, notes, run.verifier, requests, time.monotonic() - t0),
+                         dest=str(root), journal=str(jnl.path) if jnl is not None else None, workers=run.workers)
         session.finish("complete" if report.ok else f"{len(report.failed)} failed", {
             "transferred_files": report.transferred_files, "transferred_bytes": report.transferred_bytes,
             "failed": len(report.failed)})
         return report
+
+
+@contextlib.asynccontextmanager
+async def _plan_table(session: PullSession, selection: Selection) -> AsyncIterator[PlanTable]:
+    """The table this run's plan is listed into: the journal's, or (``journal=False``) a scratch
+    file's, removed at the end."""
+    if session.journal is not None:
+        yield session.journal.begin_run(selection)
+        return
+    path = scratch_plan_path()
+    db = open_plan_db(path)
+    try:
+        yield PlanTable(db, 1)
+    finally:
+        db.close()
+        shutil.rmtree(path.parent, ignore_errors=True)
+
+
+class _Run:
+    """One pull's planning and transfer, side by side: the plan is listed (or copied from a saved
+    plan) into ``table`` while the pool fetches what is already planned."""
+
+    def __init__(self, s3: S3Storage, source: Selection | Plan, table: PlanTable, root: Path, cfg: TransferConfig,
+                 opts: PullOptions, fresh: _Fresh, jnl: Journal | None) -> None:
+        self.s3, self.source, self.table, self.root, self.cfg = s3, source, table, root, cfg
+        self.opts, self.fresh = opts, fresh
+        self.selection = source.selection if isinstance(source, Plan) else source
+        self.gate = JournalGate(jnl) if jnl is not None else None
+        cache = jnl.checksum_cache() if jnl is not None else None
+        self.feed = PlanFeed(table, on_rows=self.gate.known if self.gate is not None else None)
+        self.progress = Progress(opts.progress)
+        self._manifests: asyncio.Future[ManifestSet | None] = asyncio.get_running_loop().create_future()
+        self.verifier = make_verifier(s3, self.selection, dest=root, cache=cache, planned=lambda: _Relpaths(table),
+                                      from_planner=self._manifests if self.selection.packages else None,
+                                      listed=source.manifest_keys() if isinstance(source, Plan) else None
+                                      ) if opts.verify else None
+        self.workers = 0
+        self.remote_requests = 0
+        self.remote_notes: list[str] = []
+
+    async def go(self) -> tuple[_Rounds, Planned]:
+        """Plan and fetch; the listing's error (an unknown subject) stops the fetching too."""
+        producer = asyncio.ensure_future(self._produce())
+        try:
+            rounds = await self._fetch()
+            planned = await producer
+        finally:
+            producer.cancel()
+            await asyncio.gather(producer, return_exceptions=True)
+            if not self._manifests.done():
+                self._manifests.set_result(None)
+        self.progress.finish()
+        return rounds, planned
+
+    async def _produce(self) -> Planned:
+        try:
+            if isinstance(self.source, Plan):
+                planned = Planned(list(self.source.notes))
+                await copy_plan(self.source, self.table, self._page, self.feed.unit_done)
+            else:
+                planned = await plan_into(self.s3, self.source, self.table, concurrency=self.cfg.list_concurrency,
+                                          on_page=self._page, on_unit=self.feed.unit_done)
+        except BaseException as exc:
+            self.feed.close(exc if isinstance(exc, Exception) else asyncio.CancelledError())
+            raise
+        if not self._manifests.done():
+            self._manifests.set_result(planned.manifests)
+        self.feed.close()
+        return planned
+
+    def _page(self) -> None:
+        """A page is planned: the totals grow (the first starts the progress)."""
+        if not self.fresh.planned:
+            self.progress.start(self.table.totals.files, self.table.totals.bytes)
+        self.fresh.planned = True
+        self.progress.grow(self.table.totals.files, self.table.totals.bytes)
+
+    async def _fetch(self) -> _Rounds:
+        listeners: list[Listener] = [x for x in (self.gate, self.verifier, self.opts.listener) if x is not None]
+        async with _workers(self.cfg, self.s3, self.selection.bucket) as remote:
+            pool = _PoolFactory(self.s3, self.selection.bucket, self.root, self.cfg, self.progress, self.gate,
+                                self.verifier, listeners, remote)
+            rounds = await _run_rounds(pool, _Scheduled(self.feed, self.cfg), self.cfg.retries)
+            if remote is not None:
+                self.remote_requests, self.workers, self.remote_notes = remote.requests, len(remote.used), remote.notes
+        return rounds
+
+
+class _Relpaths:
+    """``relpath in planned``: whether the run plans a file at that local path."""
+
+    def __init__(self, table: PlanTable) -> None:
+        self.table = table
+
+    def __contains__(self, relpath: object) -> bool:
+        return isinstance(relpath, str) and self.table.has_relpath(relpath)
+
+
+class _Scheduled:
+    """The plan's batches as the pool takes them: in each, ranged objects first, largest first."""
+
+    def __init__(self, feed: PlanFeed, cfg: TransferConfig) -> None:
+        self.feed, self.cfg = feed, cfg
+
+    def __aiter__(self) -> _Scheduled:
+        return self
+
+    async def __anext__(self) -> Sequence[PlannedObject]:
+        return schedule(await anext(self.feed), self.cfg)
+
+
+async def copy_plan(plan: Plan, table: PlanTable, on_page: Callable[[], None], on_unit: Callable[[int], None]) -> None:
+    """Plan the objects of a saved plan into ``table`` (no listing), a page at a time, each page a unit."""
+    table.reject(plan.rejected)
+    batch: list[PlannedObject] = []
+    unit = 0
+    for o in plan.iter_objects():
+        batch.append(o)
+        if len(batch) >= PAGE:
+            unit += 1
+            table.add(batch, unit)
+            on_page()
+            on_unit(unit)
+            batch = []
+            await asyncio.sleep(0)
+    table.add(batch, unit + 1)
+    on_page()
+    on_unit(unit + 1)
 
 
 @dataclass(frozen=True)
@@ -151,7 +274,7 @@ class _PoolFactory:
     """Makes the pool of each round (the same collaborators every time)."""
 
     s3: ObjectStore
-    plan: Plan
+    bucket: str
     root: Path
     config: TransferConfig
     progress: Progress
@@ -161,7 +284,7 @@ class _PoolFactory:
     remote: WorkerSet | None
 
     def __call__(self) -> TransferPool:
-        return TransferPool(self.s3, self.plan.selection.bucket, self.root, self.config, self.progress,
+        return TransferPool(self.s3, self.bucket, self.root, self.config, self.progress,
                             gate=self.gate, checker=self.verifier, listeners=self.listeners, remote=self.remote)
 
 
@@ -178,7 +301,7 @@ async def _workers(cfg: TransferConfig, s3: S3Storage, bucket: str) -> AsyncIter
         yield ws
 
 
-async def _run_rounds(make_pool: _PoolFactory, objects: Sequence[PlannedObject], retries: int) -> _Rounds:
+async def _run_rounds(make_pool: _PoolFactory, objects: Sequence[PlannedObject] | _Scheduled, retries: int) -> _Rounds:
     """Run the pool; objects that changed mid-pull or failed their checksum get more rounds."""
     out = _Rounds()
     rounds = min(retries, REFETCH_ROUNDS)  # --retries 0: no second round either
@@ -206,7 +329,7 @@ async def _again(make_pool: _PoolFactory, obj: PlannedObject, err: HcpsyncError,
     prog = make_pool.progress
     if round_no < rounds and isinstance(err, ObjectChangedError):
         try:
-            info = await make_pool.s3.head(make_pool.plan.selection.bucket, obj.key)
+            info = await make_pool.s3.head(make_pool.bucket, obj.key)
         except HcpsyncError as head_err:
             out.result.failures.append((obj, head_err))
             return None
@@ -231,12 +354,21 @@ def _add(total: PoolResult, res: PoolResult) -> None:
     total.fatal = res.fatal
 
 
-def _report(the_plan: Plan, res: PoolResult, notes: list[str], verifier: PullVerifier | None, requests: int,
+@dataclass(frozen=True)
+class _Planned:
+    """What the plan of a run came to: files and bytes planned, keys refused."""
+
+    files: int
+    bytes: int
+    rejected: list[Rejected]
+
+
+def _report(planned: _Planned, res: PoolResult, notes: list[str], verifier: PullVerifier | None, requests: int,
             elapsed: float) -> PullReport:
-    failed = [*the_plan.rejected, *res.failed()]
+    failed = [*planned.rejected, *res.failed()]
     return PullReport(
-        planned_files=len(the_plan.objects),
-        planned_bytes=the_plan.total_bytes,
+        planned_files=planned.files,
+        planned_bytes=planned.bytes,
         transferred_files=res.transferred_files,
         transferred_bytes=res.transferred_bytes,
         skipped_files=res.skipped_files,

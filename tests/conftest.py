@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -102,3 +103,16 @@ def tree_files(root: Path) -> dict[str, bytes]:
         if p.is_file() and not rel.startswith(".hcpsync"):
             out[rel] = p.read_bytes()
     return out
+
+
+def plan_doc(stdout: str) -> dict[str, Any]:
+    """``hcpsync plan --json`` (JSON Lines) as one document: the summary line's fields, with
+    ``objects`` (in key order) and ``rejected`` from their lines."""
+    lines = [json.loads(line) for line in stdout.splitlines()]
+    assert lines and lines[-1]["type"] == "summary", stdout[-500:]
+    assert all(d["type"] in ("object", "rejected") for d in lines[:-1])
+    doc = {k: v for k, v in lines[-1].items() if k != "type"}
+    doc["objects"] = sorted(({k: v for k, v in d.items() if k != "type"} for d in lines if d["type"] == "object"),
+                            key=lambda o: o["key"])
+    doc["rejected"] = [{k: v for k, v in d.items() if k != "type"} for d in lines if d["type"] == "rejected"]
+    return doc

@@ -43,7 +43,7 @@ from yarl import URL
 RequestKind = Literal["list", "get", "head", "put", "other"]
 FaultKind = Literal[
     "slowdown", "internal", "reset", "short", "stall", "wrong_range", "mutate", "list_fail", "delay", "denied",
-    "list_loop", "list_no_token", "fake_etag", "chunked", "gzip", "weak_etag", "redirect", "drip",
+    "list_loop", "list_no_token", "fake_etag", "chunked", "gzip", "weak_etag", "redirect", "drip", "hold",
 ]
 KINDS: tuple[str, ...] = get_args(RequestKind)
 FAULTS: tuple[str, ...] = get_args(FaultKind)
@@ -79,7 +79,7 @@ _OBJECT_SUBRESOURCES = frozenset(
 _RANGE_RE = re.compile(r"^\s*bytes\s*=\s*(\d+)\s*-\s*(\d*)\s*$")
 _CHUNK = 256 * 1024
 #: faults on listings only (their default kinds)
-_LIST_FAULTS = frozenset({"list_fail", "list_loop", "list_no_token", "redirect"})
+_LIST_FAULTS = frozenset({"list_fail", "list_loop", "list_no_token", "redirect", "hold"})
 #: faults that buffer the whole upstream body and send a rewritten one
 _BODY_FAULTS = frozenset({"list_loop", "list_no_token", "fake_etag", "gzip"})
 #: the continuation token a ``list_loop`` listing always answers
@@ -130,7 +130,7 @@ class Rule:
     """One fault-injection rule.
 
     A request *matches* when its kind is in ``kinds`` (default ``("list",)`` for ``list_fail``,
-    ``("get",)`` for every other fault), its key contains ``key_contains`` (if set) and the
+    ``("get",)`` for every other fault), its key (a listing's prefix) contains ``key_contains`` (if set) and the
     fault applies to it (``wrong_range`` needs a ``Range: bytes=a-[b]`` header).  A matching
     request makes the rule *fire* when more than ``after_requests`` matching requests were seen,
     the rule fired fewer than ``times`` times, and a roll of the rule's own
@@ -167,6 +167,8 @@ class Rule:
     * ``redirect`` -- ``redirect_status`` (301) with ``Location: location`` (``{path}`` is replaced
       by the request's raw path and query), upstream not contacted.  Default kinds: list.
     * ``drip`` -- forward, sending the body at ``drip_rate`` bytes/s (ends early when the proxy stops).
+    * ``hold`` -- wait until the proxy has received a GET (then forward), or ``stall_seconds``
+      passed (then forward, counted in ``faults['hold_timeout']``).  Default kinds: list.
     """
 
     fault: FaultKind
@@ -256,6 +258,7 @@ class FaultProxy:
         self._runner: web.ServerRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._stopping: asyncio.Event | None = None
+        self._got_get: asyncio.Event | None = None
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> str:
@@ -314,6 +317,7 @@ class FaultProxy:
         self.stop()
 
     async def _astart(self) -> int:
+        self._got_get = asyncio.Event()
         self._stopping = asyncio.Event()
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=None),
@@ -416,8 +420,13 @@ class FaultProxy:
             transport = request.transport
             if transport is not None:
                 self._peers.add((id(transport), transport.get_extra_info("peername")))
-        rule = self._pick_rule(kind, key, range_header)
+        if kind == "get" and self._got_get is not None:
+            self._got_get.set()
+        # a listing is matched by its prefix (``key_contains``)
+        rule = self._pick_rule(kind, request.query.get("prefix", "") if kind == "list" else key, range_header)
         fault = rule.fault if rule is not None else None
+        if rule is not None and fault == "hold":
+            await self._hold(rule.stall_seconds)
 
         if fault == "slowdown":
             return self._error(503, "SlowDown", "Please reduce your request rate.")
@@ -434,6 +443,16 @@ class FaultProxy:
         if rule is not None and fault == "mutate":
             await self._mutate(request, rule)
         return await self._forward(request, kind, rule)
+
+    async def _hold(self, seconds: float) -> None:
+        """Wait for the first GET (``hold``), at most ``seconds``."""
+        if self._got_get is None:
+            self._got_get = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._got_get.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            with self._lock:
+                self._faults["hold_timeout"] += 1
 
     @staticmethod
     def _error(status: int, code: str, message: str) -> web.Response:

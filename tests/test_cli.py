@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import FAKE_ENV, fast_put, tree_files
+from conftest import FAKE_ENV, fast_put, plan_doc, tree_files
 
 
 def run(args: list[str], url: str | None, **kw: object) -> subprocess.CompletedProcess[str]:
@@ -43,7 +43,7 @@ def test_plan_json_and_text(moto_url: str, bucket: str, tmp_path: Path) -> None:
     subjects.write_text("# my cohort\n100307\n\n100408  # second\n")
     r = run(["plan", "--bucket", bucket, "--subjects-file", str(subjects), "--json"], moto_url)
     assert r.returncode == 0, r.stderr
-    doc = json.loads(r.stdout)
+    doc = plan_doc(r.stdout)
     assert doc["files"] == 2 and doc["bytes"] == 6
     assert doc["subjects"] == {"100307": {"files": 1, "bytes": 5}, "100408": {"files": 1, "bytes": 1}}
     assert [o["path"] for o in doc["objects"]] == ["100307/a", "100408/b"]

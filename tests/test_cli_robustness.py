@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import FAKE_ENV, det_bytes, fast_put, tree_files
+from conftest import FAKE_ENV, det_bytes, fast_put, plan_doc, tree_files
 from faultproxy import FaultProxy, Rule
 
 SUBJECT = "100307"
@@ -128,7 +128,7 @@ def test_hostile_keys_cannot_forge_output_lines(moto_url: str, bucket: str, tmp_
     pull_json = hcpsync(*pull_args(moto_url, bucket, dest, "--json"))
     for r in (plan_json, pull_json):
         assert r.stdout.isascii() and RAW_UNSAFE.search(r.stdout + r.stderr) is None
-    assert {x["key"] for x in json.loads(plan_json.stdout)["rejected"]} == set(HOSTILE)
+    assert {x["key"] for x in plan_doc(plan_json.stdout)["rejected"]} == set(HOSTILE)
     assert {x["key"] for x in json.loads(pull_json.stdout)["failed"]} == set(HOSTILE)
 
 
@@ -199,7 +199,7 @@ def test_plan_json_into_a_closed_pipe_exits_quietly(moto_url: str, bucket: str) 
     head = proc.stdout.read(100)  # `| head -c 100`
     proc.stdout.close()
     err = proc.stderr.read()
-    assert proc.wait(60) == 141 and head.startswith("{")
+    assert proc.wait(60) == 0 and head.startswith("{")  # a reader that has enough is no error
     assert err == "", err
 
 

@@ -6,7 +6,8 @@ import pytest
 from fakestore import FakeStore, Request
 
 from hcpsync.errors import SelectionError, TransientError
-from hcpsync.models import Plan, Selection
+from hcpsync.models import Selection
+from hcpsync.planfile import Plan
 from hcpsync.planning.listing import build_plan
 
 BUCKET = "fake-bucket"
@@ -119,7 +120,7 @@ async def test_pagination_across_pages_loses_and_repeats_nothing() -> None:
     fake = store(keys, page_size=5)
     plan = await build_plan(fake, sel("100307"))
     assert relpaths(plan) == keys
-    assert fake.counts["list"] == 5  # 23 keys, 5 a page
+    assert fake.counts["list"] == 1 + 5  # the subject's delimited listing (its folders), then 23 keys, 5 a page
 
 
 async def test_restrict_narrows_subjects_to_exact_files() -> None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import fast_put
+from conftest import fast_put, plan_doc
 
 from hcpsync import Mirror, Selection, plan_sync
 from hcpsync.cli import main
@@ -55,7 +54,7 @@ def test_mirror_files_takes_a_lone_include(moto_url: str, hcp: str, tmp_path: Pa
 def _cli_plan(capsys: pytest.CaptureFixture[str], url: str, bucket: str, *args: str) -> tuple[int, list[str]]:
     code = main(["plan", "--json", "--endpoint-url", url, "--bucket", bucket, *args])
     out = capsys.readouterr().out
-    return code, sorted(o["key"].split("/", 1)[1] for o in json.loads(out)["objects"]) if code == 0 else []
+    return code, sorted(o["key"].split("/", 1)[1] for o in plan_doc(out)["objects"]) if code == 0 else []
 
 
 def test_exclude_all_then_include_is_aws_cli_idiom(moto_url: str, hcp: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -19,7 +19,8 @@ from hcpsync.engine.events import FileDone, FileFailed, FileSkipped, PartDone
 from hcpsync.errors import ObjectChangedError
 from hcpsync.journal import Journal, status_of
 from hcpsync.journal.resume import JournalGate
-from hcpsync.models import Part, Plan, PlannedObject, Selection
+from hcpsync.models import Part, PlannedObject, Selection
+from hcpsync.planfile import Plan
 
 SUBJECT = "100307"
 
@@ -58,7 +59,7 @@ def test_every_per_file_query_of_the_journal_uses_an_index(tmp_path: Path) -> No
     objects = _objects(300)
     jnl = Journal.open(tmp_path / "journal.sqlite")
     try:
-        jnl.start_run(Plan(Selection(subjects=(SUBJECT,)), tuple(objects), ()))
+        jnl.start_run(Plan.build(Selection(subjects=(SUBJECT,)), objects))
         statements = _per_file_statements(jnl, objects, tmp_path / "dest")
         # the hooks did reach the database, the checksum cache's lookups by path among them
         assert any("WHERE relpath=" in s for s in statements) and any("FROM parts" in s for s in statements)
@@ -71,7 +72,7 @@ def test_every_per_file_query_of_the_journal_uses_an_index(tmp_path: Path) -> No
 def test_a_journal_written_before_the_index_gets_it_when_opened(tmp_path: Path) -> None:
     path = tmp_path / "journal.sqlite"
     jnl = Journal.open(path)
-    jnl.start_run(Plan(Selection(subjects=(SUBJECT,)), tuple(_objects(50)), ()))
+    jnl.start_run(Plan.build(Selection(subjects=(SUBJECT,)), _objects(50)))
     jnl.close()
     old = sqlite3.connect(path)
     old.execute("DROP INDEX objects_relpath")  # the schema of the first journals

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import fast_put, tree_files
+from conftest import fast_put, plan_doc, tree_files
 
 
 def _hcpsync(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -40,7 +40,7 @@ def test_pull_an_openneuro_like_prefix(moto_url: str, s3: Any, bucket: str, tmp_
                                 if k.startswith("ds000001/") and "/func/" not in k}
     r = _hcpsync("plan", "--json", f"s3://{bucket}/ds000001", "--endpoint-url", moto_url, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["files"] == 4
+    assert plan_doc(r.stdout)["files"] == 4
 
 
 def test_pull_an_hcp_subject_folder_uri(moto_url: str, bucket: str, tmp_path: Path) -> None:

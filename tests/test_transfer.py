@@ -15,6 +15,7 @@ from hcpsync import Selection, TransferConfig, pull
 from hcpsync.config import KiB, MiB
 from hcpsync.engine.progress import ProgressEvent
 from hcpsync.models import PlannedObject
+from hcpsync.planfile import Plan
 from hcpsync.planning.schedule import split_parts
 
 TUTORIAL = "q1/100307/MNINonLinear/Results/tfMRI_MOTOR_LR"
@@ -117,12 +118,13 @@ async def test_failed_file_leaves_nothing_at_final_path(moto_url: str, bucket: s
     p = await plan(sel, endpoint_url=moto_url)
     # b.txt's planned ETag is stale: the pinned GET gets 412, the object is re-fetched
     # with its current ETag (a note), never a mix
-    stale = type(p)(p.selection, (p.objects[0], PlannedObject(p.objects[1].key, 100, "0" * 32, p.objects[1].relpath)))
+    objs = list(p.objects)
+    stale = Plan.build(p.selection, (objs[0], PlannedObject(objs[1].key, 100, "0" * 32, objs[1].relpath)))
     report = await pull(stale, tmp_path, endpoint_url=moto_url)
     assert report.ok and any("changed on the server" in n for n in report.notes)
     assert (tmp_path / "100307/b.txt").read_bytes() == b"b" * 100
     # a key deleted since planning: reported, nothing at its final path, the rest lands
-    gone = type(p)(p.selection, (*p.objects, PlannedObject("HCP_1200/100307/gone.txt", 10, "1" * 32, "100307/gone.txt")))
+    gone = Plan.build(p.selection, (*objs, PlannedObject("HCP_1200/100307/gone.txt", 10, "1" * 32, "100307/gone.txt")))
     report = await pull(gone, tmp_path / "second", endpoint_url=moto_url)
     assert not report.ok and [f.key for f in report.failed] == ["HCP_1200/100307/gone.txt"]
     assert not (tmp_path / "second/100307/gone.txt").exists()

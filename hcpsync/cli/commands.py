@@ -14,12 +14,22 @@ from typing import TYPE_CHECKING
 from ..errors import HcpsyncError, UsageError
 from ..text import say
 from .codes import EXIT_FAILED, EXIT_OK
-from .options import config_from, dest_from, journal_from, selection_from, storage_from, subjects_from
+from .options import (
+    config_from,
+    dest_from,
+    journal_from,
+    list_concurrency,
+    plan_source,
+    selection_from,
+    storage_from,
+    subjects_from,
+)
 from .render import Result, render, retry_hint
 
 if TYPE_CHECKING:
     from ..engine.progress import TqdmBar
     from ..models import Selection
+    from ..planfile import Plan
 
 # Each command imports what it runs (the network stack, the journal, verification, doctor...) when
 # it runs: one command's start-up does not pay for the others.
@@ -39,10 +49,31 @@ def progress_bar(args: argparse.Namespace, desc: str = "pull") -> Iterator[TqdmB
 
 
 async def cmd_plan(args: argparse.Namespace) -> int:
+    """The plan's summary; or (``--json``) JSON Lines, each object printed as it is planned, so
+    ``plan --json | head`` answers at once.  A reader that goes away ends the listing: exit 0."""
     from .. import api
+    from ..config import TransferConfig
+    from .planlines import PlanLines
 
-    plan = await api.plan(selection_from(args), storage=storage_from(args))
-    render(plan, args.json)
+    lines = PlanLines(sys.stdout) if args.json else None
+    try:
+        plan = await api.plan(selection_from(args), config=TransferConfig(**list_concurrency(args)),
+                              storage=storage_from(args), save=args.save,
+                              on_unit=lines.unit if lines is not None else None)
+        try:
+            if lines is not None:
+                lines.finish(plan)
+            else:
+                render(plan, False)
+                if args.save:
+                    say(f"plan saved to {args.save}: hcpsync pull --plan {args.save} --dest DIR", sys.stdout)
+        finally:
+            plan.close()
+    except BrokenPipeError:  # `plan --json | head`: the reader has what it wanted
+        from .main import discard_stdout
+
+        discard_stdout()
+        return EXIT_OK
     return EXIT_OK
 
 
@@ -55,10 +86,13 @@ def render_unless_quiet(result: Result, args: argparse.Namespace, ok: bool = Tru
 async def cmd_pull(args: argparse.Namespace) -> int:
     from .. import api
 
-    sel, cfg, opts = selection_from(args), config_from(args), storage_from(args)
+    saved = plan_source(args)
+    cfg, opts = config_from(args), storage_from(args)
+    sel: Selection | Plan = saved if saved is not None else selection_from(args)
     journal, dest = journal_from(args), dest_from(args)
     if args.dryrun:  # aws-cli's --dryrun: what would be fetched, nothing written
-        render_unless_quiet(await api.plan(sel, config=cfg, storage=opts), args)
+        dry = saved if saved is not None else await api.plan(selection_from(args), config=cfg, storage=opts)
+        render_unless_quiet(dry, args)
         return EXIT_OK
     try:
         with progress_bar(args) as bar:

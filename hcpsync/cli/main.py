@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = _run(args)
         sys.stdout.flush()  # a reader gone away shows here, not in the interpreter's final flush
     except BrokenPipeError:  # `hcpsync plan --json | head`: stop quietly, as Unix tools do
-        _discard_stdout()
+        discard_stdout()
         return EXIT_PIPE
     return code
 
@@ -119,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
     return code
 
 
-def _discard_stdout() -> None:
+def discard_stdout() -> None:
     """Point stdout at /dev/null so that nothing more (the exit-time flush) fails on the closed pipe."""
     try:
         fd = os.open(os.devnull, os.O_WRONLY)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import TransferConfig, parse_rate, parse_size
 from ..dest import refuse_uri
@@ -12,6 +13,9 @@ from ..errors import SelectionError, UsageError
 from ..models import DEFAULT_BUCKET, DEFAULT_RELEASE, Selection
 from ..store.options import StorageOptions
 from ..uri import parse_s3_uri
+
+if TYPE_CHECKING:
+    from ..planfile import Plan
 
 
 def read_subjects_file(path: str) -> list[str]:
@@ -89,8 +93,31 @@ def config_from(args: argparse.Namespace) -> TransferConfig:
         max_bandwidth=parse_rate(args.max_bandwidth) if args.max_bandwidth else None,
         retries=args.retries, read_timeout=args.read_timeout,
         low_speed_limit=_low_speed(args.low_speed_limit, d.low_speed_limit), low_speed_time=args.low_speed_time,
-        workers=getattr(args, "workers", None),
+        workers=getattr(args, "workers", None), **list_concurrency(args),
     )
+
+
+def list_concurrency(args: argparse.Namespace) -> dict[str, int]:
+    """``--list-concurrency N`` as TransferConfig's keyword, when given."""
+    n = getattr(args, "list_concurrency", None)
+    return {} if n is None else {"list_concurrency": n}
+
+
+def plan_source(args: argparse.Namespace) -> Plan | None:
+    """The saved plan of ``pull --plan FILE`` (None without): it gives the selection, so no
+    selection option may come with it."""
+    if getattr(args, "plan_file", None) is None:
+        return None
+    given = [opt for opt, on in (("a source URI", args.source), ("--subject", args.subject),
+                                 ("--subjects-file", args.subjects_file), ("--path", args.path),
+                                 ("--include/--exclude", args.filters), ("--package", args.package),
+                                 ("--bucket", args.bucket != DEFAULT_BUCKET),
+                                 ("--release", args.release != DEFAULT_RELEASE)) if on]
+    if given:
+        raise UsageError(f"--plan {args.plan_file} gives the selection: drop {', '.join(given)}")
+    from ..planfile import Plan
+
+    return Plan.load(args.plan_file)
 
 
 def _low_speed(text: str | None, default: int) -> int:

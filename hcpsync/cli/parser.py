@@ -114,11 +114,17 @@ def _subparser(sub: Any, name: str, summary: str) -> argparse.ArgumentParser:
     return p
 
 
+_LIST_HELP = "listing requests in flight while planning (default 64)"
+
+
 def _add_plan(sub: Any) -> None:
     p = _subparser(sub, "plan", "list what a selection covers (files, bytes, per subject): the dry run of pull")
     add_selection_args(p, source=True)
     add_storage_args(p)
-    p.add_argument("--json", action="store_true", help="print the plan, with every object, as JSON")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON Lines: one object a line as it is planned, then a summary line")
+    p.add_argument("--save", metavar="FILE", help="write the plan to FILE (SQLite) for 'pull --plan FILE': no listing again")
+    p.add_argument("--list-concurrency", type=int, default=None, metavar="N", help=_LIST_HELP)
 
 
 def _add_pull(sub: Any) -> None:
@@ -126,7 +132,11 @@ def _add_pull(sub: Any) -> None:
     add_selection_args(p, source=True)
     p.add_argument("dest_dir", nargs="?", metavar="DEST", help="local folder, as --dest")
     p.add_argument("--dest", metavar="DIR", help="local folder: keys land at DIR/<key minus release prefix>")
+    p.add_argument("--plan", metavar="FILE", dest="plan_file",
+                   help="pull the plan saved by 'hcpsync plan ... --save FILE' (no listing; it gives the selection)")
     add_transfer_args(p)
+    p.add_argument_group("transfer").add_argument("--list-concurrency", type=int, default=None, metavar="N",
+                                                  help=_LIST_HELP)
     add_storage_args(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -13,12 +13,13 @@ from collections.abc import Callable, Iterator
 from functools import singledispatch
 from typing import TYPE_CHECKING, Any, TextIO, TypeAlias
 
-from ..models import Plan, PullReport, Selection
+from ..models import PullReport, Selection
 from ..text import say
 
 if TYPE_CHECKING:  # each is imported by the command that makes it: rendering imports none of them
     from ..doctor import DoctorReport
     from ..journal import JournalStatus
+    from ..planfile import Plan
     from ..verify.packages import PackagesReport
     from ..verify.tree import VerifyReport
 
@@ -53,14 +54,30 @@ def text_lines(result: object) -> Iterator[str]:
     return lines(result)
 
 
-@text_lines.register
+#: the text form of a plan lists subjects one a line up to this many, then the largest ones
+_SUBJECT_LINES = 50
+
+
 def _plan(plan: Plan) -> Iterator[str]:
     sel = plan.selection
-    yield f"{sel.release_uri}: {len(plan.objects)} files, {human(plan.total_bytes)} ({plan.total_bytes} bytes)"
-    for subject, (n, b) in plan.per_subject().items():
+    yield f"{sel.release_uri}: {plan.files} files, {human(plan.total_bytes)} ({plan.total_bytes} bytes)"
+    subjects = plan.per_subject()
+    shown = list(subjects.items())
+    if len(shown) > _SUBJECT_LINES:
+        yield f"  {len(shown)} subjects; the {_SUBJECT_LINES} largest:"
+        shown = sorted(shown, key=lambda kv: -kv[1][1])[:_SUBJECT_LINES]
+    for subject, (n, b) in shown:
         yield f"  {subject}: {n} files, {human(b)}"
-    for r in plan.rejected:
+    top = plan.top_folders()
+    if top:
+        yield "  largest folders (across subjects):"
+        for folder, n, b in top:
+            yield f"    {folder}: {n} files, {human(b)}"
+    rejected = plan.rejected
+    for r in rejected[:50]:
         yield f"  refused '{r.key}': {r.reason}"
+    if len(rejected) > 50:
+        yield f"  ... and {len(rejected) - 50} more refused (see --json)"
     for note in plan.notes:
         yield f"  note: {note}"
 
@@ -156,6 +173,7 @@ def _doctor(rep: DoctorReport) -> Iterator[str]:
 
 #: the text forms of the results whose classes this module does not import (by the class's full name)
 _BY_NAME: dict[str, Callable[[Any], Iterator[str]]] = {
+    "hcpsync.planfile.Plan": _plan,
     "hcpsync.verify.tree.VerifyReport": _verify,
     "hcpsync.journal.status.JournalStatus": _status,
     "hcpsync.verify.packages.PackagesReport": _packages,

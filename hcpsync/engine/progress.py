@@ -52,6 +52,10 @@ class Progress:
         self._t0 = self._last = time.monotonic()
         self._emit(None)
 
+    def grow(self, files_total: int, bytes_total: int) -> None:
+        """The plan grew (its listing goes on while files are fetched): the new totals."""
+        self.files_total, self.bytes_total = files_total, bytes_total
+
     def add_bytes(self, n: int) -> None:
         self.bytes_done += n
         if self.callback is not None:

@@ -14,7 +14,8 @@ from urllib.parse import quote
 from ..errors import JournalError
 from ..paths import STATE_DIR
 
-SCHEMA_VERSION = 1
+#: 2: the plan lives in the journal (``objects.unit``/``folded``, ``folders``, ``rejected``); 1 is migrated
+SCHEMA_VERSION = 2
 JOURNAL_NAME = "journal.sqlite"
 
 # objects.state
@@ -22,7 +23,7 @@ UNKNOWN = 0  # planned; nothing known about the local file (a present file of th
 REFETCH = 1  # must be fetched again whatever is on disk (changed on the server, or not durable)
 COMPLETE = 2  # at its final path, complete
 
-_SCHEMA = """
+_TABLES = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS objects (
     key TEXT PRIMARY KEY,
@@ -35,7 +36,9 @@ CREATE TABLE IF NOT EXISTS objects (
     md5 TEXT,
     verified_mtime_ns INTEGER,
     synced INTEGER NOT NULL DEFAULT 0,
-    seq INTEGER NOT NULL DEFAULT 0
+    seq INTEGER NOT NULL DEFAULT 0,
+    unit INTEGER,
+    folded TEXT
 );
 CREATE TABLE IF NOT EXISTS parts (
     key TEXT NOT NULL,
@@ -46,10 +49,6 @@ CREATE TABLE IF NOT EXISTS parts (
     crc INTEGER,
     PRIMARY KEY (key, start)
 );
--- the checksum cache looks files up by path (the verifier's get, flush's md5 UPDATEs): without
--- this index each lookup scanned the whole table, and a re-run was quadratic in the file count.
--- Created here, so journals written before it get it when they are next opened.
-CREATE INDEX IF NOT EXISTS objects_relpath ON objects (relpath);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
     started REAL NOT NULL,
@@ -58,14 +57,33 @@ CREATE TABLE IF NOT EXISTS runs (
     outcome TEXT,
     summary TEXT
 );
+-- the folders of the planned keys (folded, as objects.folded): a key that is also a folder clashes
+CREATE TABLE IF NOT EXISTS folders (folded TEXT PRIMARY KEY, gen INTEGER NOT NULL, key TEXT NOT NULL);
+-- listed keys the plan of run ``gen`` refuses (unsafe local path, clash, collision), and why
+CREATE TABLE IF NOT EXISTS rejected (key TEXT PRIMARY KEY, reason TEXT NOT NULL, gen INTEGER NOT NULL);
+"""
+
+_INDEXES = """
+-- the checksum cache looks files up by path (the verifier's get, flush's md5 UPDATEs): without
+-- this index each lookup scanned the whole table, and a re-run was quadratic in the file count.
+CREATE INDEX IF NOT EXISTS objects_relpath ON objects (relpath);
+-- the engine reads a run's plan a listing unit at a time, in key order, a page at a time
+CREATE INDEX IF NOT EXISTS objects_plan ON objects (gen, unit, key);
+-- keys that land in one local file on case-folding file systems
+CREATE INDEX IF NOT EXISTS objects_folded ON objects (folded);
 """
 
 
 def _migrate(conn: _Db) -> None:
-    """Bring a journal of an earlier hcpsync up to this schema (same version, added columns)."""
+    """Bring a journal of an earlier hcpsync up to this schema: added columns (a schema-1 journal's
+    rows get theirs when the next run plans them again; its ranges and complete files stay)."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(parts)")}
     if "crc" not in columns:  # ranges recorded without a CRC cannot be checked: fetched again
         conn.execute("ALTER TABLE parts ADD COLUMN crc INTEGER")
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(objects)")}
+    for name in ("unit INTEGER", "folded TEXT"):
+        if name.split()[0] not in columns:
+            conn.execute(f"ALTER TABLE objects ADD COLUMN {name}")
 
 
 def default_journal_path(dest: Path) -> Path:
@@ -108,7 +126,7 @@ class _Db:
         self.conn = conn
         self.path = path
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
         try:
             return self.conn.execute(sql, params)
         except sqlite3.Error as exc:
@@ -175,6 +193,14 @@ def remove_file(path: Path) -> None:
         raise JournalError(f"cannot remove {path} for --reset-journal: {exc.strerror}") from exc
 
 
+def _check_version(db: _Db, path: Path) -> None:
+    """Refuse a journal of a newer schema than this hcpsync knows (older ones are migrated)."""
+    row = db.execute("SELECT value FROM meta WHERE name='version'").fetchone()
+    if row is not None and (not row[0].isdigit() or int(row[0]) > SCHEMA_VERSION):
+        raise JournalError(f"journal {path} has schema version {row[0]}, newer than this hcpsync's "
+                           f"({SCHEMA_VERSION}): upgrade hcpsync, or {_hint(path)}")
+
+
 def open_database(path: Path) -> _Db:
     """Open (creating if needed) the journal at ``path``: WAL mode, checked, schema up to date."""
     db = connect(path)
@@ -184,13 +210,11 @@ def open_database(path: Path) -> _Db:
         check = db.execute("PRAGMA quick_check").fetchone()
         if check is None or check[0] != "ok":
             raise JournalError(f"journal {path} is damaged ({check[0] if check else 'quick_check failed'}): {_hint(path)}")
-        db.executescript(_SCHEMA)
+        db.executescript(_TABLES)
+        _check_version(db, path)
         _migrate(db)
-        version = db.execute("SELECT value FROM meta WHERE name='version'").fetchone()
-        if version is None:
-            db.execute("INSERT INTO meta VALUES ('version', ?)", (str(SCHEMA_VERSION),))
-        elif version[0] != str(SCHEMA_VERSION):
-            raise JournalError(f"journal {path} has schema version {version[0]}, expected {SCHEMA_VERSION}: {_hint(path)}")
+        db.executescript(_INDEXES)
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('version', ?)", (str(SCHEMA_VERSION),))
     except BaseException:
         db.close()
         raise

@@ -12,7 +12,6 @@ import asyncio
 import os
 import stat
 import threading
-from collections.abc import Iterable
 from pathlib import Path
 
 from ..engine.crc import crc32
@@ -32,21 +31,32 @@ Recorded = list[tuple[int, int, int | None]]
 class JournalGate:
     """The journal as the pool's :class:`~hcpsync.engine.events.Gate` and as a listener of its
     outcomes (call it with each one): it records every landed range, completed, skipped and
-    changed file."""
+    changed file.  The states of the objects read from the plan come with them (:meth:`known`),
+    and are forgotten when the object is done."""
 
     keep_partial = True
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
+        self._states: dict[str, int] = {}
+
+    def known(self, rows: list[tuple[PlannedObject, int]]) -> None:
+        """The plan's rows ``(object, state)`` the engine is about to read."""
+        for obj, state in rows:
+            self._states[obj.key] = state
+
+    def _state(self, key: str) -> int | None:
+        state = self._states.get(key)
+        return state if state is not None else self.journal.state_of(key)
 
     def must_refetch(self, obj: PlannedObject) -> bool:
         """A file of the planned size at its final path is trusted (complete, or of unknown
         history) unless it is marked for refetch: changed on the server, not durable, found bad."""
-        return self.journal.state_of(obj.key) == REFETCH
+        return self._state(obj.key) == REFETCH
 
     def resume_ranges(self, obj: PlannedObject) -> list[tuple[int, int]]:
         """The ranges recorded for ``obj`` (checked against the temp file by :func:`check_partials`)."""
-        if self.journal.state_of(obj.key) == REFETCH:
+        if self._state(obj.key) == REFETCH:
             return []
         return self.journal.done_ranges(obj.key)
 
@@ -54,23 +64,26 @@ class JournalGate:
         j = self.journal
         if isinstance(outcome, PartDone):
             j.record_part(outcome.part, outcome.crc)
-        elif isinstance(outcome, FileDone):
+            return
+        state = self._states.pop(outcome.obj.key, None)
+        if isinstance(outcome, FileDone):
             j.record_complete(outcome.obj, outcome.mtime_ns)
         elif isinstance(outcome, FileSkipped):
-            if j.state_of(outcome.obj.key) != COMPLETE:
+            if (state if state is not None else j.state_of(outcome.obj.key)) != COMPLETE:
                 j.record_complete(outcome.obj, outcome.mtime_ns)
         elif isinstance(outcome.error, ObjectChangedError):
             j.record_refetch(outcome.obj)
 
 
-async def check_partials(journal: Journal, objects: Iterable[PlannedObject], dest: Path) -> list[str]:
-    """Drop every recorded range of ``objects`` that its temp file under ``dest`` does not hold.
+async def check_partials(journal: Journal, dest: Path) -> list[str]:
+    """Drop every recorded range that its temp file under ``dest`` does not hold.
 
     Reads the recorded ranges back (in a worker thread) and compares their CRC-32 with the
     one recorded when they were written.  Returns notes for the report.
     """
     recorded = journal.recorded_parts()
-    jobs = [(temp_path_for(dest / o.relpath), o.key, recorded[o.key]) for o in objects if o.key in recorded]
+    relpaths = journal.relpaths(list(recorded))
+    jobs = [(temp_path_for(dest / relpaths[k]), k, ranges) for k, ranges in recorded.items() if k in relpaths]
     if not jobs:
         return []
     stop = threading.Event()

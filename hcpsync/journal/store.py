@@ -27,10 +27,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import JournalError
-from ..models import Part, Plan, PlannedObject, Selection
-from .db import COMPLETE, REFETCH, UNKNOWN, _Db, boot_id, check_journal_path, open_database, remove_file
+from ..models import Part, PlannedObject, Selection
+from .db import COMPLETE, REFETCH, _Db, boot_id, check_journal_path, open_database, remove_file
+from .plan import PlanTable
 
 if TYPE_CHECKING:
+    from ..planfile import Plan
     from .checksums import JournalChecksums
 
 
@@ -47,7 +49,6 @@ class Journal:
         self._db = db
         self._gen = 0
         self._seq = 0
-        self._rows: dict[str, tuple[str, int, int]] = {}  # key -> (etag, size, state)
         self._pending_files: list[tuple[Any, ...]] = []
         self._pending_md5: list[tuple[str, int, str, int]] = []
         self._last_flush = time.monotonic()
@@ -108,50 +109,47 @@ class Journal:
 
     # -- runs and plans ----------------------------------------------------------------------
 
-    def start_run(self, plan: Plan) -> list[str]:
-        """Record the plan.  Returns notes: objects changed on the server, dropped from the selection."""
+    def begin_run(self, selection: Selection) -> PlanTable:
+        """Start a run of ``selection``: its plan is a new generation of the ``objects`` rows,
+        written by the listing through the :class:`PlanTable` returned (see :mod:`.plan`)."""
         db = self._db
-        notes = list(self.notes)
-        gen = (db.execute("SELECT max(gen) FROM objects").fetchone()[0] or 0) + 1
-        self._gen = gen
-        existing = {k: (e, s, st) for k, e, s, st in db.execute("SELECT key, etag, size, state FROM objects")}
-        inserts: list[tuple[Any, ...]] = []
-        changed: list[tuple[Any, ...]] = []
-        same: list[tuple[int, str]] = []
-        for o in plan.objects:
-            old = existing.get(o.key)
-            if old is None:
-                inserts.append((o.key, o.relpath, o.size, o.etag, UNKNOWN, gen))
-                self._rows[o.key] = (o.etag, o.size, UNKNOWN)
-            elif old[0] != o.etag or old[1] != o.size:
-                changed.append((o.relpath, o.size, o.etag, REFETCH, gen, o.key))
-                self._rows[o.key] = (o.etag, o.size, REFETCH)
-            else:
-                same.append((gen, o.key))
-                self._rows[o.key] = old
+        last = db.execute("SELECT max(coalesce((SELECT max(gen) FROM objects), 0), "
+                          "coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE name='gen'), 0))").fetchone()[0]
+        gen = int(last) + 1
         with self._tx():
-            db.executemany("INSERT INTO objects (key, relpath, size, etag, state, gen) VALUES (?,?,?,?,?,?)", inserts)
-            db.executemany(
-                "UPDATE objects SET relpath=?, size=?, etag=?, state=?, gen=?, mtime_ns=NULL, md5=NULL, synced=0 WHERE key=?",
-                changed,
-            )
-            db.executemany("DELETE FROM parts WHERE key=?", [(c[-1],) for c in changed])
-            db.executemany("UPDATE objects SET gen=? WHERE key=?", same)
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('selection', ?)", (json.dumps(plan.selection.to_json()),))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('gen', ?)", (str(gen),))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('selection', ?)", (json.dumps(selection.to_json()),))
             cur = db.execute("INSERT INTO runs (started, pid) VALUES (?, ?)", (time.time(), os.getpid()))
             self._run_id = cur.lastrowid
-        for c in changed[:20]:
-            notes.append(f"{c[-1]} changed on the server since the last run (ETag or size differs): fetched again from scratch")
-        if len(changed) > 20:
-            notes.append(f"... and {len(changed) - 20} more objects changed on the server since the last run")
-        planned = {o.key for o in plan.objects}
-        dropped = [k for k in existing if k not in planned]
+        self._gen = gen
+        return PlanTable(db, gen)
+
+    def plan_notes(self, table: PlanTable) -> list[str]:
+        """Once the listing is complete: notes on objects changed on the server since the last
+        run, and on those an earlier selection planned and this one does not."""
+        notes = list(self.notes)
+        t = table.totals
+        notes += [f"{k} changed on the server since the last run (ETag or size differs): fetched again from scratch"
+                  for k in t.changed_keys]
+        if t.changed > len(t.changed_keys):
+            notes.append(f"... and {t.changed - len(t.changed_keys)} more objects changed on the server since the last run")
+        dropped, one = table.dropped()
         if dropped:
-            notes.append(
-                f"{len(dropped)} object(s) from an earlier selection are no longer selected; "
-                f"they are left on disk untouched (e.g. {dropped[0]})"
-            )
+            notes.append(f"{dropped} object(s) from an earlier selection are no longer selected; "
+                         f"they are left on disk untouched (e.g. {one})")
         return notes
+
+    def start_run(self, plan: Plan) -> list[str]:
+        """Record a plan made beforehand (all at once); returns the notes of :meth:`plan_notes`."""
+        table = self.begin_run(plan.selection)
+        batch: list[PlannedObject] = []
+        for o in plan.objects:
+            batch.append(o)
+            if len(batch) >= 2000:
+                table.add(batch)
+                batch = []
+        table.add(batch)
+        return self.plan_notes(table)
 
     def end_run(self, outcome: str, summary: dict[str, Any]) -> None:
         self.flush()
@@ -163,8 +161,8 @@ class Journal:
     # -- per object ----------------------------------------------------------------------------
 
     def state_of(self, key: str) -> int | None:
-        row = self._rows.get(key)
-        return row[2] if row else None
+        row = self._db.execute("SELECT state FROM objects WHERE key=?", (key,)).fetchone()
+        return int(row[0]) if row else None
 
     def done_ranges(self, key: str) -> list[tuple[int, int]]:
         return [(a, b) for a, b in self._db.execute("SELECT start, end FROM parts WHERE key=? ORDER BY start", (key,))]
@@ -175,6 +173,10 @@ class Journal:
         for key, start, end, crc in self._db.execute("SELECT key, start, end, crc FROM parts ORDER BY key, start"):
             out.setdefault(key, []).append((start, end, crc))
         return out
+
+    def relpaths(self, keys: list[str]) -> dict[str, str]:
+        """key -> local path, for those of ``keys`` the journal knows."""
+        return {k: r for k in keys for (r,) in self._db.execute("SELECT relpath FROM objects WHERE key=?", (k,))}
 
     def drop_ranges(self, ranges: dict[str, list[int]]) -> None:
         """Forget the recorded ranges ``key -> [start, ...]`` (their bytes are not in the temp file)."""
@@ -190,7 +192,6 @@ class Journal:
         )
 
     def record_complete(self, obj: PlannedObject, mtime_ns: int, md5: str | None = None) -> None:
-        self._rows[obj.key] = (obj.etag, obj.size, COMPLETE)
         self._pending_files.append((obj.size, obj.etag, COMPLETE, mtime_ns, md5, self._next_seq(), obj.key))
         self.maybe_flush()
 
@@ -237,7 +238,6 @@ class Journal:
             self._db.execute("DELETE FROM parts WHERE key IN (SELECT key FROM objects WHERE relpath=?)", (relpath,))
 
     def record_refetch(self, obj: PlannedObject) -> None:
-        self._rows[obj.key] = (obj.etag, obj.size, REFETCH)
         with self._tx():
             self._db.execute("UPDATE objects SET state=?, etag=?, size=? WHERE key=?", (REFETCH, obj.etag, obj.size, obj.key))
             self._db.execute("DELETE FROM parts WHERE key=?", (obj.key,))

@@ -1,175 +1,133 @@
-"""Selection -> Plan: list only the prefixes the selection needs, filter, map to local paths."""
+"""Selection -> plan: the listing (:mod:`.stream`) written into a plan table, with the packages of
+``--package`` resolved through the subjects' ``.xdlm`` manifests first.
+
+:func:`plan_into` fills a :class:`~hcpsync.journal.plan.PlanTable` (the journal's, during a
+pull; a plan file's, for ``hcpsync plan``); :func:`build_plan` makes a :class:`~hcpsync.plan.Plan`.
+"""
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
-from ..errors import SelectionError, UnsafePathError
-from ..models import ObjectInfo, Plan, PlannedObject, Rejected, Selection
-from ..paths import check_relpath, fold_name
+from ..journal.plan import PlanTable
+from ..models import PlannedObject, Rejected, Selection
+from ..planfile import Plan, open_plan_db, record_manifest_keys, scratch_plan_path, write_meta
 from ..store import ObjectStore
-from .select import compile_filters, glob_filter, minimal_paths, rules_filter, under_path
+from ..verify.manifests import ManifestSet, fetch_manifests, list_manifest_keys, manifest_notes
+from .select import glob_filter, in_scope, minimal_paths, under_path
+from .stream import LIST_CONCURRENCY, Lister
 
-__all__ = ["LIST_CONCURRENCY", "build_plan", "glob_filter", "minimal_paths", "under_path"]
+__all__ = ["LIST_CONCURRENCY", "Planned", "build_plan", "glob_filter", "minimal_paths", "plan_into", "under_path"]
 
-#: listings run at once across subjects
-LIST_CONCURRENCY = 16
-
-
-@dataclass(frozen=True)
-class _Listed:
-    subject: str
-    path: str | None  # None: the whole subject
-    objects: list[ObjectInfo]
+#: at most this many per-file notes about package files absent from S3
+_MAX_MISSING_NOTES = 20
 
 
-async def _list_all(storage: ObjectStore, bucket: str, prefix: str) -> list[ObjectInfo]:
-    out: list[ObjectInfo] = []
-    async for objs, _ in storage.list_pages(bucket, prefix):
-        out.extend(objs)
+@dataclass
+class Planned:
+    """What planning adds to the rows: notes, and the manifests fetched to resolve packages."""
+
+    notes: list[str] = field(default_factory=list)
+    manifests: ManifestSet | None = None
+
+
+async def plan_into(
+    storage: ObjectStore,
+    selection: Selection,
+    table: PlanTable,
+    *,
+    concurrency: int = LIST_CONCURRENCY,
+    on_page: Callable[[], None] | None = None,
+    on_unit: Callable[[int], None] | None = None,
+    restrict: dict[str, set[str]] | None = None,
+) -> Planned:
+    """List ``selection`` into ``table``, a page at a time (``on_page`` after each, ``on_unit``
+    when a listing unit is complete: see :class:`~.stream.Lister`).
+
+    ``restrict`` (subject -> release-relative paths) narrows a subject to exactly those files;
+    ``--package`` makes it from the subjects' manifests."""
+    out = Planned()
+    if selection.packages:
+        out.manifests = mset = await fetch_manifests(storage, selection.bucket, selection.release, selection.subjects)
+        if not mset.manifests:  # an unknown subject is the better error than "no manifests"
+            await Lister(storage, selection, _Discard(), concurrency=concurrency).run()
+        restrict, notes = mset.package_uris(selection.subjects, selection.packages)
+        out.notes += manifest_notes(mset) + notes
+    allowed = restrict
+
+    async def restrict_of(subject: str) -> set[str] | None:
+        return allowed.get(subject) if allowed is not None else None
+
+    lister = Lister(storage, selection, table, concurrency=concurrency,
+                    restrict=restrict_of if restrict is not None else None, on_page=on_page, on_unit=on_unit)
+    listed = await lister.run()
+    out.notes += listed.notes
+    if restrict is not None and out.manifests is not None:
+        out.notes += _absent_notes(table, selection, restrict, out.manifests)
     return out
 
 
-async def _subject_exists(storage: ObjectStore, bucket: str, prefix: str) -> bool:
-    async for objs, prefixes in storage.list_pages(bucket, prefix, delimiter="/"):
-        return bool(objs or prefixes)
-    return False
+class _Discard:
+    """A sink that keeps nothing (a listing run only for its errors)."""
+
+    def add(self, objects: Sequence[PlannedObject], unit: int = 0) -> list[Rejected]:
+        return []
+
+    def reject(self, rejected: Sequence[Rejected]) -> None:
+        return None
 
 
-async def build_plan(
-    storage: ObjectStore,
-    selection: Selection,
-    restrict: dict[str, set[str]] | None = None,
-) -> Plan:
-    """List what ``selection`` needs and turn it into a :class:`Plan`.
-
-    ``restrict`` (subject -> set of release-relative paths) narrows a subject to exactly
-    those files: it is how HCP package names, resolved through manifests, select files.
-    """
-    paths = minimal_paths(selection.paths)
-    listed = await _list_selection(storage, selection, paths)
-    notes = await _check_found(storage, selection, paths, listed)
-    objects, rejected = _filter(listed, selection, restrict)
-    objects, clashes = _drop_clashes(objects)
-    rejected.extend(clashes)
-    objects, collisions = _drop_collisions(objects)
-    rejected.extend(collisions)
-    if not objects and not rejected:
-        where = selection.release_uri
-        raise SelectionError(f"the selection matches no object under {where} (check --include/--exclude/--package)")
-    objects.sort(key=lambda o: o.key)
-    return Plan(selection, tuple(objects), tuple(rejected), tuple(notes))
-
-
-async def _list_selection(storage: ObjectStore, selection: Selection, paths: tuple[str, ...]) -> list[_Listed]:
-    """List each subject (each of its ``paths``, if any), a few listings at a time."""
-    sem = asyncio.Semaphore(LIST_CONCURRENCY)
-
-    async def one(subject: str, path: str | None) -> _Listed:
-        prefix = selection.subject_prefix(subject) + (path or "")
-        async with sem:
-            objs = await _list_all(storage, selection.bucket, prefix)
-        if path is not None:
-            base = selection.subject_prefix(subject)
-            objs = [o for o in objs if under_path(o.key[len(base) :], path)]
-        return _Listed(subject, path, objs)
-
-    jobs = [one(s, p) for s in selection.subjects for p in (paths or (None,))]
-    return list(await asyncio.gather(*jobs))
-
-
-async def _check_found(
-    storage: ObjectStore, selection: Selection, paths: tuple[str, ...], listed: list[_Listed]
-) -> list[str]:
-    """Subjects with nothing at all are errors (typos), and so is a path no subject has;
-    a path missing for only some subjects is a note (returned)."""
-    empty_subjects = [s for s in selection.subjects if not any(r.objects for r in listed if r.subject == s)]
-    unknown: list[str] = []
-    for s in empty_subjects:
-        if not paths or not await _subject_exists(storage, selection.bucket, selection.subject_prefix(s)):
-            unknown.append(s)
-    where = selection.release_uri
-    if unknown:
-        names = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
-        raise SelectionError(f"subject{'s' if len(unknown) > 1 else ''} {names} not found under {where}")
-    notes: list[str] = []
-    for p in paths:
-        missing = [r.subject for r in listed if r.path == p and not r.objects]
-        if len(missing) == len(selection.subjects):
-            raise SelectionError(f"path {p!r} matches nothing under {where}<subject>/ for the selected subjects")
-        if missing:
-            notes.append(f"path {p!r} matches nothing for subject(s) {', '.join(missing)}")
+def _absent_notes(table: PlanTable, selection: Selection, restrict: dict[str, set[str]], mset: ManifestSet) -> list[str]:
+    """A note for each package file (up to a limit) its manifest lists but S3 does not have."""
+    prefix = selection.release_prefix
+    absent: list[str] = []
+    for s in selection.subjects:
+        planned = table.relpaths_of(s) | {k[len(prefix):] for k in table.rejected_keys_of(prefix + s + "/")}
+        absent += sorted(u for u in restrict.get(s, ()) if u not in planned and in_scope(u, selection))
+    where = f"s3://{selection.bucket}/{prefix}"
+    notes = [f"{uri}: listed in manifest {mset.index.source_of(uri) or '?'} but not found under {where}"
+             for uri in absent[:_MAX_MISSING_NOTES]]
+    if len(absent) > _MAX_MISSING_NOTES:
+        notes.append(f"... and {len(absent) - _MAX_MISSING_NOTES} more package file(s) not found under {where}")
     return notes
 
 
-def _filter(
-    listed: list[_Listed], selection: Selection, restrict: dict[str, set[str]] | None
-) -> tuple[list[PlannedObject], list[Rejected]]:
-    """The listed objects the selection keeps (each key once), and the unsafe keys it refuses."""
-    rel_prefix = selection.release_prefix
-    objects: list[PlannedObject] = []
-    rejected: list[Rejected] = []
-    seen: set[str] = set()
-    rules = compile_filters(selection)
-    for r in listed:
-        allowed = restrict.get(r.subject) if restrict is not None else None
-        for o in r.objects:
-            if o.key in seen:
-                continue
-            seen.add(o.key)
-            rel = o.key[len(rel_prefix) :]
-            if o.key.endswith("/") and o.size == 0:
-                continue  # a "folder" marker object, as the S3 console creates
-            if allowed is not None and rel not in allowed:
-                continue
-            if not rules_filter(rel, rules, selection.release):
-                continue
-            try:
-                check_relpath(rel)
-            except UnsafePathError as exc:
-                rejected.append(Rejected(o.key, f"unsafe key: {exc}"))
-                continue
-            objects.append(PlannedObject(o.key, o.size, o.etag, rel))
-    return objects, rejected
+async def build_plan(storage: ObjectStore, selection: Selection, *, concurrency: int = LIST_CONCURRENCY,
+                     save: str | None = None, on_unit: Callable[[PlanTable, int], None] | None = None,
+                     restrict: dict[str, set[str]] | None = None) -> Plan:
+    """List ``selection`` into a new plan file (temporary, or ``save``) and return its :class:`Plan`."""
+    _, plan = await _build(storage, selection, concurrency, on_unit, restrict, with_manifests=save is not None)
+    if save is not None:
+        plan.save(save)
+    return plan
 
 
-def _drop_clashes(objects: list[PlannedObject]) -> tuple[list[PlannedObject], list[Rejected]]:
-    """A key that is also a folder of other keys (``a/b`` and ``a/b/c``) cannot be a local file."""
-    folders: set[str] = set()
-    for o in objects:
-        rel = o.relpath
-        i = rel.rfind("/")
-        while i > 0:
-            parent = rel[:i]
-            if parent in folders:
-                break
-            folders.add(parent)
-            i = rel.rfind("/", 0, i)
-    if not any(o.relpath in folders for o in objects):
-        return objects, []
-    keep = [o for o in objects if o.relpath not in folders]
-    bad = [
-        Rejected(o.key, "key is also the folder of other keys; cannot be both a file and a folder locally")
-        for o in objects
-        if o.relpath in folders
-    ]
-    return keep, bad
+async def _build(storage: ObjectStore, selection: Selection, concurrency: int,
+                 on_unit: Callable[[PlanTable, int], None] | None,
+                 restrict: dict[str, set[str]] | None = None, with_manifests: bool = False) -> tuple[Planned, Plan]:
+    path = scratch_plan_path()
+    db = open_plan_db(path)
+    try:
+        table = PlanTable(db, 1)
+        planned = await plan_into(storage, selection, table, concurrency=concurrency, restrict=restrict,
+                                  on_unit=(lambda unit: on_unit(table, unit)) if on_unit is not None else None)
+        if with_manifests:  # a pull of the saved plan then verifies with no listing at all
+            record_manifest_keys(db, await list_manifest_keys(storage, selection))
+        write_meta(db, selection, 1, planned.notes, table.totals.files, table.totals.bytes)
+    except BaseException:
+        db.close()
+        Plan(selection, path, 1, files=0, total_bytes=0, temporary=True).close()
+        raise
+    db.close()
+    plan = Plan(selection, path, 1, planned.notes, files=table.totals.files, total_bytes=table.totals.bytes,
+                temporary=True)
+    plan.manifests = planned.manifests
+    return planned, plan
 
 
-def _drop_collisions(objects: list[PlannedObject]) -> tuple[list[PlannedObject], list[Rejected]]:
-    """Keys that differ only by case or Unicode normalisation would land in one local file on
-    many file systems: refuse every key of such a group, never pick one silently."""
-    groups: dict[str, list[PlannedObject]] = {}
-    for o in objects:
-        groups.setdefault(fold_name(o.relpath), []).append(o)
-    if all(len(g) == 1 for g in groups.values()):
-        return objects, []
-    bad: list[Rejected] = []
-    for group in groups.values():
-        for o in group if len(group) > 1 else ():
-            others = ", ".join(repr(x.key) for x in group if x is not o)
-            bad.append(Rejected(o.key, f"local path collides with {others} (differs only by case or Unicode "
-                                       "normalisation: one file on macOS, Windows, exFAT and case-folding file systems)"))
-    keep = [o for o in objects if len(groups[fold_name(o.relpath)]) == 1]
-    return keep, bad
+async def plan_with_manifests(storage: ObjectStore, selection: Selection) -> tuple[Plan, ManifestSet | None]:
+    """The plan of ``selection``, and the manifests fetched to resolve its packages (if any)."""
+    _, plan = await _build(storage, selection, LIST_CONCURRENCY, None)
+    return plan, plan.manifests
+

@@ -20,14 +20,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .cache import MemoryVerifiedCache, NullVerifiedCache, VerifiedCache
     from .checker import PullVerifier
-    from .manifests import ManifestSet, fetch_manifests, fetch_manifests_for_plan, load_local_manifests, manifest_notes
+    from .manifests import ManifestSet, fetch_manifests, load_local_manifests, manifest_notes
     from .packages import PackageInfo, PackagesReport, list_packages
     from .tree import FileCheck, VerifyReport, verify_tree
 
 _LAZY = {
     **dict.fromkeys(("MemoryVerifiedCache", "NullVerifiedCache", "VerifiedCache"), ".cache"),
     "PullVerifier": ".checker",
-    **dict.fromkeys(("ManifestSet", "fetch_manifests", "fetch_manifests_for_plan", "load_local_manifests",
+    **dict.fromkeys(("ManifestSet", "fetch_manifests", "load_local_manifests",
                      "manifest_notes"), ".manifests"),
     **dict.fromkeys(("PackageInfo", "PackagesReport", "list_packages"), ".packages"),
     **dict.fromkeys(("FileCheck", "VerifyReport", "verify_tree"), ".tree"),
@@ -44,7 +44,6 @@ __all__ = [
     "VerifiedCache",
     "VerifyReport",
     "fetch_manifests",
-    "fetch_manifests_for_plan",
     "list_packages",
     "load_local_manifests",
     "manifest_notes",

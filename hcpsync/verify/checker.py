@@ -78,6 +78,10 @@ class PullVerifier:
                 self.index = mset.index
             self._loader = None
 
+    def extra_notes(self, notes: list[str]) -> None:
+        """Add notes for the report (problems met while loading the manifests)."""
+        self._problems.extend(notes)
+
     @property
     def notes(self) -> list[str]:
         """Notes for the report: manifest problems found by a deferred load, encrypted files."""

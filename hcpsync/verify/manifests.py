@@ -20,7 +20,7 @@ from collections.abc import Container, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from ..errors import CredentialsError, EndpointError, HcpsyncError, ManifestError, SelectionError
-from ..models import ObjectInfo, Plan
+from ..models import ObjectInfo, Selection
 from ..paths import DestGuard, temp_path_for
 from ..store import ObjectStore
 from .manifest import MANIFEST_DIR, Manifest, ManifestIndex, is_manifest_key, parse_manifest
@@ -170,6 +170,21 @@ async def fetch_manifests(
                        raw)
 
 
+async def list_manifest_keys(storage: ObjectStore, selection: Selection,
+                             concurrency: int = MANIFEST_CONCURRENCY) -> dict[str, list[ObjectInfo]]:
+    """subject -> the manifest objects in its ``.xdlm/`` folder (listings only, no GET)."""
+    sem = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(subject: str) -> list[ObjectInfo]:
+        prefix = f"{selection.subject_prefix(subject)}{MANIFEST_DIR}/"
+        async with sem:
+            return [o async for objs, _ in storage.list_pages(selection.bucket, prefix) for o in objs
+                    if _is_manifest_of(o.key, prefix)]
+
+    found = await asyncio.gather(*(one(s) for s in selection.subjects))
+    return dict(zip(selection.subjects, found, strict=True))
+
+
 def _is_manifest_of(key: str, prefix: str) -> bool:
     """A manifest directly in the folder ``prefix`` (``<release>/<subject>/.xdlm/``)."""
     return key.startswith(prefix) and "/" not in key[len(prefix):] and is_manifest_key(key)
@@ -201,19 +216,6 @@ def load_local_manifests(dest: str | os.PathLike[str], subjects: Sequence[str]) 
             except OSError as exc:
                 problems.append(f"manifest {name}: cannot read it: {exc.strerror or exc}")
     return ManifestSet(by_subject, problems, f"{root}/<subject>/{MANIFEST_DIR}/")
-
-
-async def fetch_manifests_for_plan(storage: ObjectStore, plan: Plan) -> ManifestSet:
-    """The manifests of a plan's subjects.  When the selection has no filter the planner
-    listed whole subject folders, so the manifests' keys are known from the plan."""
-    sel = plan.selection
-    listed: dict[str, list[ObjectInfo]] | None = None
-    if not (sel.paths or sel.rules() or sel.packages):
-        listed = {s: [] for s in sel.subjects}
-        for o in plan.objects:
-            if o.subject in listed and is_manifest_key(o.key):
-                listed[o.subject].append(ObjectInfo(o.key, o.size, o.etag))
-    return await fetch_manifests(storage, sel.bucket, sel.release, sel.subjects, listed=listed)
 
 
 def keep_manifests(mset: ManifestSet, dest: Path, skip: Container[str] = ()) -> list[str]:

@@ -17,10 +17,10 @@ import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from hcpsync.journal import Journal  # noqa: E402
-from hcpsync.journal.db import SCHEMA_VERSION  # noqa: E402
-from hcpsync.models import Part, Plan, PlannedObject, Selection  # noqa: E402
-from tests.conftest import det_bytes  # noqa: E402
+from hcpsync.journal import Journal
+from hcpsync.journal.db import SCHEMA_VERSION
+from hcpsync.models import Part, Plan, PlannedObject, Selection
+from tests.conftest import det_bytes
 
 MIB = 1024 * 1024
 SIZES = {"HCP_1200/100307/T1w/a.nii": 1000, "HCP_1200/100307/T1w/big.nii": 3 * MIB + 5,
@@ -33,7 +33,7 @@ def main() -> None:
     objs = []
     for key, size in SIZES.items():
         data = det_bytes(size, key)
-        objs.append(PlannedObject(key, size, f'"{hashlib.md5(data).hexdigest()}"', key.split("/", 1)[1]))
+        objs.append(PlannedObject(key, size, hashlib.md5(data).hexdigest(), key.split("/", 1)[1]))
     jnl = Journal.open(out, reset=True)
     jnl.bind_destination(Path("/tmp/hcpsync-v1-dest"), True)
     jnl.start_run(Plan(Selection(subjects=("100307",), paths=("T1w",)), tuple(objs)))
