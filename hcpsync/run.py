@@ -31,7 +31,8 @@ from .engine.procs import WorkerSet, usable_cores
 from .engine.progress import Progress, ProgressCallback
 from .errors import EtagMismatchError, HcpsyncError, ObjectChangedError, VerificationError
 from .journal import Journal
-from .journal.plan import PlanFeed, PlanTable
+from .journal.checksums import JournalChecksums
+from .journal.plan import PlanFeed, PlanRow, PlanTable
 from .journal.resume import JournalGate, check_partials
 from .journal.session import PullSession
 from .models import PlannedObject, PullReport, Rejected, Selection
@@ -168,7 +169,7 @@ class _Run:
         self.selection = source.selection if isinstance(source, Plan) else source
         self.gate = JournalGate(jnl) if jnl is not None else None
         cache = jnl.checksum_cache() if jnl is not None else None
-        self.feed = PlanFeed(table, on_rows=self.gate.known if self.gate is not None else None)
+        self.feed = PlanFeed(table, on_rows=_both(self.gate, cache) if self.gate and cache else None)
         self.progress = Progress(opts.progress)
         self._manifests: asyncio.Future[ManifestSet | None] = asyncio.get_running_loop().create_future()
         self.verifier = make_verifier(s3, self.selection, dest=root, cache=cache, planned=lambda: _Relpaths(table),
@@ -225,6 +226,16 @@ class _Run:
             if remote is not None:
                 self.remote_requests, self.workers, self.remote_notes = remote.requests, len(remote.used), remote.notes
         return rounds
+
+
+def _both(gate: JournalGate, cache: JournalChecksums) -> Callable[[list[PlanRow]], None]:
+    """The feed's rows to the gate (states) and the checksum cache (MD5s), batch by batch."""
+
+    def known(rows: list[PlanRow]) -> None:
+        gate.known(rows)
+        cache.known(rows)
+
+    return known
 
 
 class _Relpaths:

@@ -33,9 +33,9 @@ class PlanLines:
             rows = table.page(unit, after, _BATCH)
             if not rows:
                 break
-            after = rows[-1][0].key
-            self.out.write("".join(_line({"type": "object", "key": o.key, "size": o.size, "etag": o.etag,
-                                          "path": o.relpath}) for o, _ in rows if o.key not in table.refused))
+            after = rows[-1].obj.key
+            self.out.write("".join(_line({"type": "object", "key": r.obj.key, "size": r.obj.size, "etag": r.obj.etag,
+                                          "path": r.obj.relpath}) for r in rows if r.obj.key not in table.refused))
         self.out.flush()
 
     def finish(self, plan: Plan) -> None:

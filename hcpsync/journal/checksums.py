@@ -8,6 +8,7 @@ from ..errors import JournalError
 from ..paths import STATE_DIR
 from .db import default_journal_path
 from .lock import holder_pid
+from .plan import PlanRow
 from .store import Journal
 
 
@@ -17,8 +18,16 @@ class JournalChecksums:
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
+        self._known: dict[str, tuple[int, int | None, str | None]] = {}
+
+    def known(self, rows: list[PlanRow]) -> None:
+        """What the plan's rows the engine is about to read say (no query per file then)."""
+        self._known = {r.obj.relpath: (r.obj.size, r.verified_mtime_ns, r.md5) for r in rows}
 
     def get(self, relpath: str, size: int, mtime_ns: int) -> str | None:
+        known = self._known.get(relpath)
+        if known is not None:
+            return known[2] if known[0] == size and known[1] == mtime_ns and known[2] else None
         row = self.journal._db.execute(
             "SELECT md5 FROM objects WHERE relpath=? AND size=? AND verified_mtime_ns=?", (relpath, size, mtime_ns)
         ).fetchone()

@@ -22,6 +22,7 @@ import asyncio
 import collections
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..models import PlannedObject, Rejected
 from ..paths import fold_name
@@ -51,14 +52,25 @@ ON CONFLICT (key) DO UPDATE SET
     relpath = excluded.relpath, size = excluded.size, etag = excluded.etag, gen = excluded.gen,
     unit = excluded.unit, folded = excluded.folded
 """
+# CROSS JOIN: the page is the outer loop, each of its rows one index lookup (left to itself, the
+# planner may scan the whole plan through objects_plan for every page: quadratic)
 _CHANGED = """
-SELECT p.key FROM temp.page p JOIN objects o ON o.key = p.key WHERE o.etag != p.etag OR o.size != p.size
+SELECT p.key FROM temp.page p CROSS JOIN objects o ON o.key = p.key WHERE o.etag != p.etag OR o.size != p.size
 """
 _COLLISIONS = """
-SELECT p.key, o.key FROM temp.page p JOIN objects o ON o.folded = p.folded AND o.key != p.key WHERE o.gen = :gen
+SELECT p.key, o.key FROM temp.page p CROSS JOIN objects o ON o.folded = p.folded AND o.key != p.key WHERE o.gen = :gen
 """
-_KEY_IS_FOLDER = "SELECT p.key FROM temp.page p JOIN folders f ON f.folded = p.folded WHERE f.gen = :gen"
-_FOLDER_IS_KEY = "SELECT o.key FROM temp.page_folders f JOIN objects o ON o.folded = f.folded WHERE o.gen = :gen"
+_KEY_IS_FOLDER = "SELECT p.key FROM temp.page p CROSS JOIN folders f ON f.folded = p.folded WHERE f.gen = :gen"
+_FOLDER_IS_KEY = "SELECT o.key FROM temp.page_folders f CROSS JOIN objects o ON o.folded = f.folded WHERE o.gen = :gen"
+
+
+class PlanRow(NamedTuple):
+    """A planned object as the engine reads it, with what the journal knows of it."""
+
+    obj: PlannedObject
+    state: int
+    md5: str | None  # the checksum cache: the MD5 of the file of ...
+    verified_mtime_ns: int | None  # ... this mtime
 
 
 @dataclass
@@ -119,19 +131,10 @@ class PlanTable:
         self._count(fresh, changed, refused)
         return refused
 
-    def _fresh(self, objects: Sequence[PlannedObject]) -> list[PlannedObject]:
-        """``objects`` but those this run already planned or refused (listed twice)."""
-        if not objects:
-            return []
-        keys = [o.key for o in objects]
-        seen: set[str] = set()
-        for i in range(0, len(keys), 500):
-            chunk = keys[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            seen.update(k for (k,) in self.db.execute(
-                f"SELECT key FROM objects WHERE gen=? AND key IN ({marks}) "
-                f"UNION SELECT key FROM rejected WHERE gen=? AND key IN ({marks})", (self.gen, *chunk, self.gen, *chunk)))
-        return [o for o in dict.fromkeys(objects) if o.key not in seen]
+    @staticmethod
+    def _fresh(objects: Sequence[PlannedObject]) -> list[PlannedObject]:
+        """``objects``, each key once (listing units never overlap: no key comes in two pages)."""
+        return list({o.key: o for o in objects}.values())
 
     def _conflicts(self) -> list[Rejected]:
         """Refuse the keys of this page that clash or collide with any key of the plan (both sides)."""
@@ -183,19 +186,18 @@ class PlanTable:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def page(self, unit: int, after: str, limit: int) -> list[tuple[PlannedObject, int]]:
-        """Up to ``limit`` planned objects of listing unit ``unit`` with keys after ``after``, in
-        key order: ``(object, state)``."""
+    def page(self, unit: int, after: str, limit: int) -> list[PlanRow]:
+        """Up to ``limit`` planned objects of listing unit ``unit`` with keys after ``after``, in key order."""
         rows = self.db.execute(
-            "SELECT key, relpath, size, etag, state FROM objects o WHERE gen=? AND unit=? AND key>? "
-            "AND NOT EXISTS (SELECT 1 FROM rejected r WHERE r.key = o.key AND r.gen = o.gen) ORDER BY key LIMIT ?",
-            (self.gen, unit, after, limit)).fetchall()
-        return [(PlannedObject(k, s, e, r), st) for k, r, s, e, st in rows]
+            "SELECT key, relpath, size, etag, state, md5, verified_mtime_ns FROM objects o WHERE gen=? AND unit=? "
+            "AND key>? AND NOT EXISTS (SELECT 1 FROM rejected r WHERE r.key = o.key AND r.gen = o.gen) "
+            "ORDER BY key LIMIT ?", (self.gen, unit, after, limit)).fetchall()
+        return [PlanRow(PlannedObject(k, s, e, r), st, md5, vm) for k, r, s, e, st, md5, vm in rows]
 
     def by_key(self, after: str | None, limit: int) -> list[PlannedObject]:
         """Up to ``limit`` planned objects with keys after ``after`` (None: from the first), in key order."""
         rows = self.db.execute(
-            "SELECT key, relpath, size, etag FROM objects o WHERE gen=? AND key>? "
+            "SELECT key, relpath, size, etag FROM objects o WHERE +gen=? AND key>? "  # +gen: walk the keys
             "AND NOT EXISTS (SELECT 1 FROM rejected r WHERE r.key = o.key AND r.gen = o.gen) ORDER BY key LIMIT ?",
             (self.gen, after if after is not None else "", limit)).fetchall()
         return [PlannedObject(k, s, e, r) for k, r, s, e in rows]
@@ -206,11 +208,11 @@ class PlanTable:
 
     def relpaths_of(self, subject: str) -> set[str]:
         """The local paths planned for one subject (a subject's files: bounded)."""
-        return {r for (r,) in self.db.execute("SELECT relpath FROM objects WHERE gen=? AND relpath >= ? AND relpath < ?",
+        return {r for (r,) in self.db.execute("SELECT relpath FROM objects WHERE +gen=? AND relpath >= ? AND relpath < ?",
                                                (self.gen, subject + "/", subject + "0"))}
 
     def has_relpath(self, relpath: str) -> bool:
-        row = self.db.execute("SELECT 1 FROM objects WHERE gen=? AND relpath=?", (self.gen, relpath)).fetchone()
+        row = self.db.execute("SELECT 1 FROM objects WHERE +gen=? AND relpath=?", (self.gen, relpath)).fetchone()
         return row is not None
 
     def rejected_keys_of(self, prefix: str) -> set[str]:
@@ -251,11 +253,12 @@ class PlanFeed:
 
     The producer calls :meth:`unit_done` for each complete unit and :meth:`close` at the end (with
     its error, if it failed: the next read raises it); a read waits for either.  ``on_rows`` sees
-    each batch's rows ``(object, state)`` before the engine does.
+    each batch's rows before the engine does (the engine looks at a batch's files before it reads
+    the next batch: what it keeps of the rows can be replaced batch by batch).
     """
 
     def __init__(self, table: PlanTable, batch: int = 512,
-                 on_rows: Callable[[list[tuple[PlannedObject, int]]], None] | None = None) -> None:
+                 on_rows: Callable[[list[PlanRow]], None] | None = None) -> None:
         self.table = table
         self.batch = batch
         self.on_rows = on_rows
@@ -299,7 +302,7 @@ class PlanFeed:
             self._units.popleft()
             self._after = ""
             return []
-        self._after = rows[-1][0].key
+        self._after = rows[-1].obj.key
         if self.on_rows is not None:
             self.on_rows(rows)
-        return [o for o, _ in rows if o.key not in self.table.refused]
+        return [r.obj for r in rows if r.obj.key not in self.table.refused]

@@ -20,6 +20,7 @@ from ..errors import ObjectChangedError
 from ..models import PlannedObject
 from ..paths import temp_path_for
 from .db import COMPLETE, REFETCH
+from .plan import PlanRow
 from .store import Journal
 
 _READ_BLOCK = 1024 * 1024
@@ -40,10 +41,9 @@ class JournalGate:
         self.journal = journal
         self._states: dict[str, int] = {}
 
-    def known(self, rows: list[tuple[PlannedObject, int]]) -> None:
-        """The plan's rows ``(object, state)`` the engine is about to read."""
-        for obj, state in rows:
-            self._states[obj.key] = state
+    def known(self, rows: list[PlanRow]) -> None:
+        """The plan's rows the engine is about to read (it is done with those of the batch before)."""
+        self._states = {r.obj.key: r.state for r in rows}
 
     def _state(self, key: str) -> int | None:
         state = self._states.get(key)
