@@ -427,10 +427,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"listing service on 127.0.0.1:{port}: {len(service.buckets)} bucket(s), {nkeys} keys",
         file=sys.stderr,
     )
-    if args.port_file:
-        tmp = args.port_file.with_suffix(".tmp")
-        tmp.write_text(f"{port}\n", encoding="utf-8")
-        tmp.replace(args.port_file)
+    return serve(server, args.port_file)
+
+
+def serve(server: ThreadingHTTPServer, port_file: Path | None) -> int:
+    """Write the bound port to ``port_file`` (atomically), serve until SIGTERM or SIGINT, close."""
+    if port_file:
+        tmp = port_file.with_suffix(".tmp")
+        tmp.write_text(f"{server.server_address[1]}\n", encoding="utf-8")
+        tmp.replace(port_file)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()

@@ -46,7 +46,6 @@ import array
 import bisect
 import hashlib
 import json
-import signal
 import sys
 import threading
 import time
@@ -57,7 +56,6 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import FrameType
 from typing import Any, overload
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 from xml.sax.saxutils import escape
@@ -73,6 +71,7 @@ from .s3listing import (
     decode_token,
     encode_token,
     error_xml,
+    serve,
 )
 from .workloads import default_keys_file, read_keys
 
@@ -710,21 +709,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     port = server.server_address[1]
     print(f"synthetic release on 127.0.0.1:{port}: s3://{rel.bucket}/{rel.release} {rel.subjects} subjects, "
           f"{rel.total} objects ({args.sizes}), page delay {args.page_delay} s", file=sys.stderr)
-    if args.port_file:
-        tmp = args.port_file.with_suffix(".tmp")
-        tmp.write_text(f"{port}\n", encoding="utf-8")
-        tmp.replace(args.port_file)
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        server.server_close()
-    return 0
+    return serve(server, args.port_file)
 
 
 if __name__ == "__main__":

@@ -185,14 +185,21 @@ class Plan:
         return self._summary
 
     def _count(self) -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]]:
+        from .journal.db import connect
+        from .journal.plan import PlanTable
+
         subjects: dict[str, list[int]] = {s: [0, 0] for s in self.selection.subjects}
         folders: dict[str, list[int]] = {}
-        for o in self.iter_objects():
-            subject, _, rest = o.relpath.partition("/")
-            for acc, name in ((subjects, subject), (folders, _folder(rest))):
-                c = acc.setdefault(name, [0, 0])
-                c[0] += 1
-                c[1] += o.size
+        db = connect(self.path, mode="ro")
+        try:
+            for relpath, size in PlanTable.reader(db, self.gen).sizes():
+                subject, _, rest = relpath.partition("/")
+                for acc, name in ((subjects, subject), (folders, _folder(rest))):
+                    c = acc.setdefault(name, [0, 0])
+                    c[0] += 1
+                    c[1] += size
+        finally:
+            db.close()
         return ({s: (c[0], c[1]) for s, c in subjects.items()}, {f: (c[0], c[1]) for f, c in folders.items()})
 
     def to_json(self, with_objects: bool = True) -> dict[str, object]:

@@ -181,11 +181,12 @@ class _Run:
         self.remote_notes: list[str] = []
 
     async def go(self) -> tuple[_Rounds, Planned]:
-        """Plan and fetch; the listing's error (an unknown subject) stops the fetching too."""
+        """Plan and fetch; the listing's error (an unknown subject) stops the fetching too, and a
+        stop of the fetching (a full disk) the listing."""
         producer = asyncio.ensure_future(self._produce())
         try:
             rounds = await self._fetch()
-            planned = await producer
+            planned = await producer if rounds.result.fatal is None else Planned()
         finally:
             producer.cancel()
             await asyncio.gather(producer, return_exceptions=True)

@@ -10,11 +10,14 @@ import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
+
+if TYPE_CHECKING:
+    from faultproxy import FaultProxy
 
 FAKE_ENV = {
     "AWS_ACCESS_KEY_ID": "AKIAHCPSYNCTESTKEY01",
@@ -116,3 +119,12 @@ def plan_doc(stdout: str) -> dict[str, Any]:
                             key=lambda o: o["key"])
     doc["rejected"] = [{k: v for k, v in d.items() if k != "type"} for d in lines if d["type"] == "rejected"]
     return doc
+
+
+@pytest.fixture
+def proxy(moto_url: str) -> Iterator[FaultProxy]:
+    """The fault proxy in front of the moto server (no rule: it forwards and counts)."""
+    from faultproxy import FaultProxy
+
+    with FaultProxy(moto_url) as p:
+        yield p

@@ -70,12 +70,6 @@ def local(tree: dict[str, bytes]) -> dict[str, bytes]:
     return {k[len("HCP_1200/"):]: v for k, v in tree.items()}
 
 
-@pytest.fixture
-def proxy(moto_url: str) -> Iterator[FaultProxy]:
-    with FaultProxy(moto_url) as p:
-        yield p
-
-
 # -- item 12: terminal injection -------------------------------------------------------------
 
 FAKE = "\r\x1b[2K" + "transferred     9999 files\n  note: all good"

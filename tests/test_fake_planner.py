@@ -134,3 +134,56 @@ async def test_listing_errors_reach_the_caller() -> None:
     fake.fail(REL + "100307/", TransientError("boom"))
     with pytest.raises(TransientError, match="boom"):
         await build_plan(fake, sel("100307"))
+
+
+# -- the streaming lister: units, announced when complete --------------------------------------
+
+
+class _Recorder:
+    """A plan table that records what was planned in which unit, and when units were announced."""
+
+    def __init__(self) -> None:
+        from hcpsync.journal.plan import PlanTable
+        from hcpsync.planfile import open_plan_db, scratch_plan_path
+
+        self.table = PlanTable(open_plan_db(scratch_plan_path()), 1)
+        self.units: list[tuple[int, list[str]]] = []  # announced: (unit, its keys then)
+
+    def announce(self, unit: int) -> None:
+        self.units.append((unit, [r.obj.key[len(REL):] for r in self.table.page(unit, "", 10_000)]))
+
+
+async def test_units_are_announced_complete_and_fold_equal_folders_are_one_unit() -> None:
+    from hcpsync.planning.stream import Lister
+
+    keys = [f"100307/MNINonLinear/m{i:02d}.nii" for i in range(7)] + ["100307/T1w/a.nii", "100307/t1w/A.nii",
+                                                                        "100307/T1w/b.nii", "100307/top.txt"]
+    rec = _Recorder()
+    await Lister(store(keys, page_size=2), sel("100307"), rec.table, on_unit=rec.announce).run()
+    announced = dict(rec.units)
+    assert len(announced) == len(rec.units)  # each unit once
+    # T1w/ and t1w/ fold to one name: one unit, listed whole before it was announced, the colliding
+    # pair refused across its pages; the other folder and the subject's top level units of their own
+    by_keys = {tuple(sorted(v)) for v in announced.values()}
+    assert ("100307/T1w/b.nii",) in by_keys
+    assert tuple(sorted(k for k in keys if "MNINonLinear" in k)) in by_keys
+    assert ("100307/top.txt",) in by_keys
+    assert {r.key[len(REL):] for r in rec.table.rejected()} == {"100307/T1w/a.nii", "100307/t1w/A.nii"}
+
+
+async def test_a_file_named_as_a_folder_of_a_later_page_is_refused_before_its_unit_is_announced() -> None:
+    from hcpsync.planning.stream import Lister
+
+    # the subject's top level lists "T1w" (a file) on one page and "T1w/" (a folder) on the next
+    keys = ["100307/A.txt", "100307/T1w", "100307/T1w/x.nii", "100307/Z.txt"]
+    rec = _Recorder()
+    await Lister(store(keys, page_size=2), sel("100307"), rec.table, on_unit=rec.announce).run()
+    announced = [k for _, ks in rec.units for k in ks]
+    assert "100307/T1w" not in announced
+    assert sorted(announced) == ["100307/A.txt", "100307/T1w/x.nii", "100307/Z.txt"]
+    assert [r.key for r in rec.table.rejected()] == [REL + "100307/T1w"]
+
+
+async def test_subjects_differing_only_by_case_are_refused() -> None:
+    with pytest.raises(SelectionError, match="differ only by case"):
+        await build_plan(store(["abc/x", "ABC/y"]), sel("abc", "ABC"))

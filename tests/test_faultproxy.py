@@ -32,12 +32,6 @@ def make_client(endpoint: str, **config: Any) -> Any:
 
 
 @pytest.fixture
-def proxy(moto_url: str) -> Iterator[FaultProxy]:
-    with FaultProxy(moto_url) as p:
-        yield p
-
-
-@pytest.fixture
 def pc(proxy: FaultProxy) -> Iterator[Any]:
     """A boto3 S3 client talking through the proxy, without retries."""
     client = make_client(proxy.url)

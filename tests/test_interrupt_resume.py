@@ -9,10 +9,8 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from conftest import FAKE_ENV, det_bytes, fast_put, tree_files
 from faultproxy import FaultProxy
 from test_journal import finish, spawn, wait_until
@@ -21,12 +19,6 @@ from hcpsync.config import MiB
 from hcpsync.journal import status_of
 
 SUBJECT = "100307"
-
-
-@pytest.fixture
-def proxy(moto_url: str) -> Iterator[FaultProxy]:
-    with FaultProxy(moto_url) as p:
-        yield p
 
 
 def seed(bucket: str, folder: str, size: int, tag: str) -> tuple[dict[str, bytes], int]:

@@ -9,7 +9,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,12 +31,6 @@ def big_tree(tag: str, n: int = 4, size: int = 40 * MiB) -> dict[str, bytes]:
 
 def want_local(tree: dict[str, bytes]) -> dict[str, bytes]:
     return {k[len("HCP_1200/"):]: v for k, v in tree.items()}
-
-
-@pytest.fixture
-def proxy(moto_url: str) -> Iterator[FaultProxy]:
-    with FaultProxy(moto_url) as p:
-        yield p
 
 
 def pull_cmd(url: str, bucket: str, dest: Path, *extra: str) -> list[str]:

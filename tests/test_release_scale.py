@@ -13,13 +13,12 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from conftest import FAKE_ENV, det_bytes, fast_put, tree_files
 from faultproxy import FaultProxy, Rule
 from test_journal import finish, spawn, wait_until
+from test_journal import want_local as local
 
 from hcpsync import Selection, TransferConfig, pull_sync
 from hcpsync.config import MiB
@@ -35,16 +34,6 @@ def subject_tree(n_mni: int = 12, n_t1w: int = 6, size: int = 3000) -> dict[str,
     tree = {f"HCP_1200/{SUBJECT}/MNINonLinear/m{i:03d}.nii": det_bytes(size + i, f"m{i}") for i in range(n_mni)}
     tree.update({f"HCP_1200/{SUBJECT}/T1w/t{i:03d}.nii": det_bytes(size + i, f"t{i}") for i in range(n_t1w)})
     return tree
-
-
-def local(tree: dict[str, bytes]) -> dict[str, bytes]:
-    return {k[len("HCP_1200/"):]: v for k, v in tree.items()}
-
-
-@pytest.fixture
-def proxy(moto_url: str) -> Iterator[FaultProxy]:
-    with FaultProxy(moto_url) as p:
-        yield p
 
 
 def cli(*args: str, url: str, bucket: str) -> list[str]:

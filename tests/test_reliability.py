@@ -31,12 +31,6 @@ SUBJ = "HCP_1200/100307/"
 PART = "*.hcpsync-part"
 
 
-@pytest.fixture
-def proxy(moto_url: str) -> Iterator[FaultProxy]:
-    with FaultProxy(moto_url) as p:
-        yield p
-
-
 def want_tree(objects: dict[str, bytes], release: str = REL) -> dict[str, bytes]:
     """What DEST must hold after a complete pull of ``objects``."""
     return {k[len(release):]: v for k, v in objects.items()}

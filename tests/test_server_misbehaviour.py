@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,12 +27,6 @@ SUBJ = "HCP_1200/100307/"
 SMALL, BIG = f"{SUBJ}T1w/small.nii.gz", f"{SUBJ}T1w/big.nii.gz"
 #: BIG is fetched as 4 ranges of 64 KiB, SMALL in one GET
 RANGED = ["--part-size", "64KiB", "--multipart-threshold", "64KiB"]
-
-
-@pytest.fixture
-def proxy(moto_url: str) -> Iterator[FaultProxy]:
-    with FaultProxy(moto_url) as p:
-        yield p
 
 
 def two_files(bucket: str) -> dict[str, bytes]:

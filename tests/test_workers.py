@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,12 +24,6 @@ from hcpsync.journal import status_of
 
 SUBJECT = "100307"
 PARTS = ["--part-size", "256KiB", "--multipart-threshold", "256KiB"]
-
-
-@pytest.fixture
-def proxy(moto_url: str) -> Iterator[FaultProxy]:
-    with FaultProxy(moto_url) as p:
-        yield p
 
 
 def mixed_tree(tag: str, big: int = 3 * MiB) -> dict[str, bytes]:

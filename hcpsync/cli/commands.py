@@ -27,9 +27,11 @@ from .options import (
 from .render import Result, render, retry_hint
 
 if TYPE_CHECKING:
+    from ..config import TransferConfig
     from ..engine.progress import TqdmBar
     from ..models import Selection
     from ..planfile import Plan
+    from ..store.options import StorageOptions
 
 # Each command imports what it runs (the network stack, the journal, verification, doctor...) when
 # it runs: one command's start-up does not pay for the others.
@@ -49,31 +51,43 @@ def progress_bar(args: argparse.Namespace, desc: str = "pull") -> Iterator[TqdmB
 
 
 async def cmd_plan(args: argparse.Namespace) -> int:
-    """The plan's summary; or (``--json``) JSON Lines, each object printed as it is planned, so
-    ``plan --json | head`` answers at once.  A reader that goes away ends the listing: exit 0."""
-    from .. import api
     from ..config import TransferConfig
+
+    return await show_plan(args, selection_from(args), TransferConfig(**list_concurrency(args)), storage_from(args),
+                           save=args.save)
+
+
+async def show_plan(args: argparse.Namespace, source: Selection | Plan, config: TransferConfig,
+                    storage: StorageOptions, save: str | None = None) -> int:
+    """The plan's summary; or (``--json``) JSON Lines, each listing unit's objects printed as it is
+    planned, so ``plan --json | head`` answers at once.  A reader that goes away ends the listing:
+    exit 0.  ``source``: a selection to list, or a saved plan (``pull --plan FILE --dryrun``)."""
+    from .. import api
+    from ..planfile import Plan
     from .planlines import PlanLines
 
     lines = PlanLines(sys.stdout) if args.json else None
     try:
-        plan = await api.plan(selection_from(args), config=TransferConfig(**list_concurrency(args)),
-                              storage=storage_from(args), save=args.save,
-                              on_unit=lines.unit if lines is not None else None)
+        if isinstance(source, Plan):
+            plan = source
+            if lines is not None:
+                lines.objects(plan)
+        else:
+            plan = await api.plan(source, config=config, storage=storage, save=save,
+                                  on_unit=lines.unit if lines is not None else None)
         try:
             if lines is not None:
                 lines.finish(plan)
-            else:
+            elif not getattr(args, "quiet", False):
                 render(plan, False)
-                if args.save:
-                    say(f"plan saved to {args.save}: hcpsync pull --plan {args.save} --dest DIR", sys.stdout)
+                if save:
+                    say(f"plan saved to {save}: hcpsync pull --plan {save} --dest DIR", sys.stdout)
         finally:
             plan.close()
     except BrokenPipeError:  # `plan --json | head`: the reader has what it wanted
         from .main import discard_stdout
 
         discard_stdout()
-        return EXIT_OK
     return EXIT_OK
 
 
@@ -90,10 +104,8 @@ async def cmd_pull(args: argparse.Namespace) -> int:
     cfg, opts = config_from(args), storage_from(args)
     sel: Selection | Plan = saved if saved is not None else selection_from(args)
     journal, dest = journal_from(args), dest_from(args)
-    if args.dryrun:  # aws-cli's --dryrun: what would be fetched, nothing written
-        dry = saved if saved is not None else await api.plan(selection_from(args), config=cfg, storage=opts)
-        render_unless_quiet(dry, args)
-        return EXIT_OK
+    if args.dryrun:  # aws-cli's --dryrun: what would be fetched, nothing written (as `hcpsync plan`)
+        return await show_plan(args, sel, cfg, opts)
     try:
         with progress_bar(args) as bar:
             report = await api.pull(sel, dest, config=cfg, storage=opts, progress=bar,

@@ -38,6 +38,12 @@ class PlanLines:
                                           "path": r.obj.relpath}) for r in rows if r.obj.key not in table.refused))
         self.out.flush()
 
+    def objects(self, plan: Plan) -> None:
+        """Every object of a plan made beforehand (a saved one), in key order."""
+        self.out.write("".join(_line({"type": "object", "key": o.key, "size": o.size, "etag": o.etag,
+                                      "path": o.relpath}) for o in plan.iter_objects()))
+        self.out.flush()
+
     def finish(self, plan: Plan) -> None:
         """The refused keys and the summary line."""
         for r in plan.rejected:

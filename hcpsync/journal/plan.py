@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -201,6 +201,12 @@ class PlanTable:
             "AND NOT EXISTS (SELECT 1 FROM rejected r WHERE r.key = o.key AND r.gen = o.gen) ORDER BY key LIMIT ?",
             (self.gen, after if after is not None else "", limit)).fetchall()
         return [PlannedObject(k, s, e, r) for k, r, s, e in rows]
+
+    def sizes(self) -> Iterator[tuple[str, int]]:
+        """``(relpath, size)`` of every planned object, streamed (one query, no object built)."""
+        yield from self.db.execute(
+            "SELECT relpath, size FROM objects o WHERE +gen=? "
+            "AND NOT EXISTS (SELECT 1 FROM rejected r WHERE r.key = o.key AND r.gen = o.gen)", (self.gen,))
 
     def rejected(self) -> list[Rejected]:
         return [Rejected(k, why) for k, why in self.db.execute(
