@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
+
 import pytest
 from fakestore import FakeStore, Request
 
@@ -146,19 +149,31 @@ class _Recorder:
         from hcpsync.journal.plan import PlanTable
         from hcpsync.planfile import open_plan_db, scratch_plan_path
 
-        self.table = PlanTable(open_plan_db(scratch_plan_path()), 1)
+        self.path = scratch_plan_path()
+        self.db = open_plan_db(self.path)
+        self.table = PlanTable(self.db, 1)
         self.units: list[tuple[int, list[str]]] = []  # announced: (unit, its keys then)
+
+    def close(self) -> None:
+        self.db.close()
+        shutil.rmtree(self.path.parent)
 
     def announce(self, unit: int) -> None:
         self.units.append((unit, [r.obj.key[len(REL):] for r in self.table.page(unit, "", 10_000)]))
 
 
-async def test_units_are_announced_complete_and_fold_equal_folders_are_one_unit() -> None:
+@pytest.fixture
+def rec() -> Iterator[_Recorder]:
+    recorder = _Recorder()
+    yield recorder
+    recorder.close()  # no database left for the garbage collector (tests count open files)
+
+
+async def test_units_are_announced_complete_and_fold_equal_folders_are_one_unit(rec: _Recorder) -> None:
     from hcpsync.planning.stream import Lister
 
     keys = [f"100307/MNINonLinear/m{i:02d}.nii" for i in range(7)] + ["100307/T1w/a.nii", "100307/t1w/A.nii",
                                                                         "100307/T1w/b.nii", "100307/top.txt"]
-    rec = _Recorder()
     await Lister(store(keys, page_size=2), sel("100307"), rec.table, on_unit=rec.announce).run()
     announced = dict(rec.units)
     assert len(announced) == len(rec.units)  # each unit once
@@ -171,12 +186,13 @@ async def test_units_are_announced_complete_and_fold_equal_folders_are_one_unit(
     assert {r.key[len(REL):] for r in rec.table.rejected()} == {"100307/T1w/a.nii", "100307/t1w/A.nii"}
 
 
-async def test_a_file_named_as_a_folder_of_a_later_page_is_refused_before_its_unit_is_announced() -> None:
+async def test_a_file_named_as_a_folder_of_a_later_page_is_refused_before_its_unit_is_announced(
+    rec: _Recorder,
+) -> None:
     from hcpsync.planning.stream import Lister
 
     # the subject's top level lists "T1w" (a file) on one page and "T1w/" (a folder) on the next
     keys = ["100307/A.txt", "100307/T1w", "100307/T1w/x.nii", "100307/Z.txt"]
-    rec = _Recorder()
     await Lister(store(keys, page_size=2), sel("100307"), rec.table, on_unit=rec.announce).run()
     announced = [k for _, ks in rec.units for k in ks]
     assert "100307/T1w" not in announced
