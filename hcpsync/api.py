@@ -25,12 +25,13 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypedDict, TypeVar
 from .config import TransferConfig
 from .engine.events import Listener
 from .engine.progress import ProgressCallback
-from .errors import HcpsyncError
+from .errors import HcpsyncError, UsageError
 from .journal import Journal, open_journal_if_any
 from .models import DEFAULT_BUCKET, DEFAULT_RELEASE, PullReport, Selection, as_items
 from .planfile import Plan
 from .planning.listing import build_plan
 from .run import PullOptions, run_pull
+from .shard import Shard
 from .store.options import StorageOptions
 from .store.s3 import S3Storage
 
@@ -101,6 +102,7 @@ async def pull(
     reset_journal: bool = False,
     sync_interval: float = 30.0,
     verify: bool = True,
+    shard: Shard | None = None,
     **access: Unpack[S3Access],
 ) -> PullReport:
     """Download a selection (or a ready plan: :func:`plan`'s, or :meth:`Plan.load` of a saved one,
@@ -117,6 +119,8 @@ async def pull(
     ``sync_interval``: seconds between sync points that make journal records power-loss safe.
     ``verify``: check each file's MD5 (from the subjects' ``.xdlm`` manifests, else a plain-MD5
     S3 ETag) before it reaches its final path; mismatches are fetched again, then failed.
+    ``shard``: pull only that :class:`~hcpsync.shard.Shard` of the selection (with its own journal
+    and lock under ``DEST/.hcpsync/shards/``; shards of one destination run at once).
     ``on_outcome``: called with each :mod:`hcpsync.engine.events` record (a part or file landed,
     a file skipped or failed), in order, on the event loop's thread.
     """
@@ -124,8 +128,10 @@ async def pull(
         config=config or TransferConfig(),
         storage=_storage_options(access),
         progress=progress, listener=on_outcome, journal=journal, reset_journal=reset_journal,
-        sync_interval=sync_interval, verify=verify,
+        sync_interval=sync_interval, verify=verify, shard=shard,
     )
+    if shard is not None and not isinstance(journal, bool):
+        raise UsageError("a shard keeps its journal in DEST/.hcpsync/shards/: --journal PATH does not go with --shard")
     return await run_pull(selection, dest, opts)
 
 

@@ -29,7 +29,7 @@ from .engine.limits import fit_to_fd_limit
 from .engine.pool import PoolResult, TransferPool
 from .engine.procs import WorkerSet, usable_cores
 from .engine.progress import Progress, ProgressCallback
-from .errors import EtagMismatchError, HcpsyncError, ObjectChangedError, VerificationError
+from .errors import DestinationError, EtagMismatchError, HcpsyncError, ObjectChangedError, VerificationError
 from .journal import Journal
 from .journal.checksums import JournalChecksums
 from .journal.plan import PlanFeed, PlanRow, PlanTable
@@ -41,6 +41,7 @@ from .planfile import PAGE, Plan, open_plan_db, scratch_plan_path
 from .planning.listing import Planned, plan_into
 from .planning.schedule import schedule
 from .prepare import make_verifier
+from .shard import SHARDS_DIR, Shard
 from .store import ObjectStore, S3Storage, StorageOptions
 from .verify.checker import PullVerifier
 from .verify.manifests import ManifestSet
@@ -63,6 +64,8 @@ class PullOptions:
     reset_journal: bool = False
     sync_interval: float = 30.0
     verify: bool = True
+    #: pull only this shard of the selection (its own journal and lock: see :mod:`hcpsync.shard`)
+    shard: Shard | None = None
 
 
 @dataclass
@@ -113,7 +116,9 @@ async def _run_pull(source: Selection | Plan, root: Path, opts: PullOptions, fre
     t0 = time.monotonic()
     cfg, notes = fit_to_fd_limit(opts.config)
     selection = source.selection if isinstance(source, Plan) else source
-    async with PullSession(root, prepare_state_dir(root) / "lock", opts.journal, opts.reset_journal) as session:
+    state = prepare_state_dir(root)
+    shard_dir = _shard_dir(state, opts.shard) if opts.shard is not None else None
+    async with PullSession(root, state / "lock", opts.journal, opts.reset_journal, shard_dir) as session:
         jnl = session.journal
         claim_source(root, selection, jnl.recorded_source() if jnl is not None else None)
         async with S3Storage(opts.storage, cfg) as s3, _plan_table(session, selection) as table:
@@ -140,6 +145,18 @@ async def _run_pull(source: Selection | Plan, root: Path, opts: PullOptions, fre
             "transferred_files": report.transferred_files, "transferred_bytes": report.transferred_bytes,
             "failed": len(report.failed)})
         return report
+
+
+def _shard_dir(state: Path, shard: Shard) -> Path:
+    """``DEST/.hcpsync/shards/<K>-of-<N>[-by-key]/``, created if needed (a real folder)."""
+    path = state / SHARDS_DIR / shard.name
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DestinationError(f"cannot create {path}: {exc.strerror}") from exc
+    if any(p.is_symlink() for p in (path, path.parent)):
+        raise DestinationError(f"{path} is a symlink; hcpsync needs a real folder there for the shard's journal")
+    return path
 
 
 @contextlib.asynccontextmanager
@@ -199,10 +216,10 @@ class _Run:
         try:
             if isinstance(self.source, Plan):
                 planned = Planned(list(self.source.notes))
-                await copy_plan(self.source, self.table, self._page, self.feed.unit_done)
+                await copy_plan(self.source, self.table, self._page, self.feed.unit_done, self.opts.shard)
             else:
                 planned = await plan_into(self.s3, self.source, self.table, concurrency=self.cfg.list_concurrency,
-                                          on_page=self._page, on_unit=self.feed.unit_done)
+                                          on_page=self._page, on_unit=self.feed.unit_done, shard=self.opts.shard)
         except BaseException as exc:
             self.feed.close(exc if isinstance(exc, Exception) else asyncio.CancelledError())
             raise
@@ -262,12 +279,17 @@ class _Scheduled:
         return schedule(await anext(self.feed), self.cfg)
 
 
-async def copy_plan(plan: Plan, table: PlanTable, on_page: Callable[[], None], on_unit: Callable[[int], None]) -> None:
-    """Plan the objects of a saved plan into ``table`` (no listing), a page at a time, each page a unit."""
-    table.reject(plan.rejected)
+async def copy_plan(plan: Plan, table: PlanTable, on_page: Callable[[], None], on_unit: Callable[[int], None],
+                    shard: Shard | None = None) -> None:
+    """Plan the objects of a saved plan (those of ``shard``) into ``table`` (no listing), a page at
+    a time, each page a unit."""
+    subjects = set(shard.subjects(plan.selection.subjects)) if shard is not None else None
+    table.reject([r for r in plan.rejected if shard is None or shard.has_key(r.key)])
     batch: list[PlannedObject] = []
     unit = 0
     for o in plan.iter_objects():
+        if shard is not None and not (shard.has_key(o.key) and (shard.by == "key" or o.subject in (subjects or ()))):
+            continue
         batch.append(o)
         if len(batch) >= PAGE:
             unit += 1

@@ -21,6 +21,7 @@ from .options import (
     list_concurrency,
     plan_source,
     selection_from,
+    shard_from,
     storage_from,
     subjects_from,
 )
@@ -100,7 +101,7 @@ def render_unless_quiet(result: Result, args: argparse.Namespace, ok: bool = Tru
 async def cmd_pull(args: argparse.Namespace) -> int:
     from .. import api
 
-    saved = plan_source(args)
+    saved, shard = plan_source(args), shard_from(args)
     cfg, opts = config_from(args), storage_from(args)
     sel: Selection | Plan = saved if saved is not None else selection_from(args)
     journal, dest = journal_from(args), dest_from(args)
@@ -108,7 +109,7 @@ async def cmd_pull(args: argparse.Namespace) -> int:
         return await show_plan(args, sel, cfg, opts)
     try:
         with progress_bar(args) as bar:
-            report = await api.pull(sel, dest, config=cfg, storage=opts, progress=bar,
+            report = await api.pull(sel, dest, config=cfg, storage=opts, progress=bar, shard=shard,
                                     journal=journal, reset_journal=args.reset_journal, verify=not args.no_verify)
     except asyncio.CancelledError:
         if args.json:  # a JSON reader still gets a document: where things stand

@@ -16,6 +16,7 @@ from ..uri import parse_s3_uri
 
 if TYPE_CHECKING:
     from ..planfile import Plan
+    from ..shard import Shard
 
 
 def read_subjects_file(path: str) -> list[str]:
@@ -101,6 +102,19 @@ def list_concurrency(args: argparse.Namespace) -> dict[str, int]:
     """``--list-concurrency N`` as TransferConfig's keyword, when given."""
     n = getattr(args, "list_concurrency", None)
     return {} if n is None else {"list_concurrency": n}
+
+
+def shard_from(args: argparse.Namespace) -> Shard | None:
+    """``--shard K/N`` / ``auto/N`` and ``--shard-by``; None without ``--shard``."""
+    from ..shard import Shard
+
+    if getattr(args, "shard", None) is None:
+        if getattr(args, "shard_by", "subject") != "subject":
+            raise UsageError("--shard-by goes with --shard K/N")
+        return None
+    if args.journal:
+        raise UsageError("a shard keeps its journal in DEST/.hcpsync/shards/: --journal PATH does not go with --shard")
+    return Shard.parse(args.shard, args.shard_by)
 
 
 def plan_source(args: argparse.Namespace) -> Plan | None:

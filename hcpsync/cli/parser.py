@@ -137,6 +137,11 @@ def _add_pull(sub: Any) -> None:
     add_transfer_args(p)
     p.add_argument_group("transfer").add_argument("--list-concurrency", type=int, default=None, metavar="N",
                                                   help=_LIST_HELP)
+    g = p.add_argument_group("shards (many machines, one destination)")
+    g.add_argument("--shard", metavar="K/N", help="pull the K-th of N disjoint parts of the selection (0 <= K < N); "
+                   "auto/N takes K from SLURM_ARRAY_TASK_ID")
+    g.add_argument("--shard-by", choices=("subject", "key"), default="subject",
+                   help="split by subject (default: whole subjects per shard) or by a hash of each key")
     add_storage_args(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

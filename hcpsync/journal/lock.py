@@ -15,10 +15,12 @@ from ..errors import JournalError, LockedError
 
 
 class Lock:
-    """An exclusive ``flock`` on a lock file, with the holder's PID written in it."""
+    """An exclusive ``flock`` on a lock file, with the holder's PID written in it; or (``shared``)
+    a shared one, held by many at once (shards of one destination) and by no exclusive holder."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, shared: bool = False) -> None:
         self.path = path
+        self.shared = shared
         self._fd: int | None = None
 
     def acquire(self, what: str) -> None:
@@ -30,7 +32,7 @@ class Lock:
             os.close(fd)
             raise JournalError(f"the lock file {self.path} is not a regular file: remove it (hcpsync creates it again)")
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = holder_pid(self.path)
             os.close(fd)
@@ -38,14 +40,16 @@ class Lock:
             raise LockedError(
                 f"another hcpsync run{who} is using {what}; wait for it to finish or stop it"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        if not self.shared:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
         self._fd = fd
 
     def release(self) -> None:
         if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, 0)
+            if not self.shared:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, 0)
             os.close(self._fd)  # closing drops the flock
             self._fd = None
 

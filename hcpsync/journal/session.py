@@ -10,15 +10,17 @@ from pathlib import Path
 from types import TracebackType
 
 from ..errors import HcpsyncError
-from .db import default_journal_path, make_journal_folder
+from .db import JOURNAL_NAME, default_journal_path, make_journal_folder
 from .lock import Lock
 from .store import Journal
 
 
-def open_bound(root: Path, journal: str | os.PathLike[str] | bool, reset: bool) -> tuple[Journal, Lock | None]:
-    """Open the pull's journal, bound to ``root``.  A journal outside ``DEST/.hcpsync/`` gets a
-    lock of its own (``<journal>.lock``): two destinations can never use one at once."""
-    default = default_journal_path(root)
+def open_bound(root: Path, journal: str | os.PathLike[str] | bool, reset: bool,
+               default: Path | None = None) -> tuple[Journal, Lock | None]:
+    """Open the pull's journal, bound to ``root``.  A journal outside ``DEST/.hcpsync/`` (or the
+    shard's ``default`` place) gets a lock of its own (``<journal>.lock``): two destinations can
+    never use one at once."""
+    default = default or default_journal_path(root)
     jpath = default if isinstance(journal, bool) else Path(journal)
     in_place = os.path.realpath(jpath) == os.path.realpath(default)
     jlock: Lock | None = None
@@ -51,9 +53,14 @@ class PullSession:
     outcome is recorded (``interrupted``, ``error: ...`` unless :meth:`finish` said better)
     and everything is closed."""
 
-    def __init__(self, root: Path, lock_path: Path, journal: str | os.PathLike[str] | bool, reset: bool) -> None:
+    def __init__(self, root: Path, lock_path: Path, journal: str | os.PathLike[str] | bool, reset: bool,
+                 shard_dir: Path | None = None) -> None:
+        """``shard_dir``: a shard's pull: it holds ``lock_path`` shared (with the other shards; a
+        plain pull cannot start meanwhile) and the shard's own lock and journal in ``shard_dir``."""
         self.root = root
-        self._lock = Lock(lock_path)
+        self._shard_dir = shard_dir
+        self._shared = Lock(lock_path, shared=True) if shard_dir is not None else None
+        self._lock = Lock(shard_dir / "lock") if shard_dir is not None else Lock(lock_path)
         self._spec = journal
         self._reset = reset
         self.journal: Journal | None = None
@@ -62,14 +69,28 @@ class PullSession:
         self._syncer: asyncio.Future[None] | None = None
 
     async def __aenter__(self) -> PullSession:
-        self._lock.acquire(f"destination {self.root}")
+        if self._shared is not None:
+            self._shared.acquire(f"destination {self.root} (a pull of all of it)")
+        try:
+            self._lock.acquire(f"shard {self._shard_dir.name} of {self.root}" if self._shard_dir else
+                               f"destination {self.root}")
+        except BaseException:
+            if self._shared is not None:
+                self._shared.release()
+            raise
         try:
             if self._spec:
-                self.journal, self._jlock = open_bound(self.root, self._spec, self._reset)
+                default = self._shard_dir / JOURNAL_NAME if self._shard_dir is not None else None
+                self.journal, self._jlock = open_bound(self.root, self._spec, self._reset, default)
         except BaseException:
-            self._lock.release()
+            self._release_locks()
             raise
         return self
+
+    def _release_locks(self) -> None:
+        self._lock.release()
+        if self._shared is not None:
+            self._shared.release()
 
     def start_sync_points(self, interval: float) -> None:
         if self.journal is not None and interval > 0:
@@ -101,4 +122,4 @@ class PullSession:
         finally:
             if self._jlock is not None:
                 self._jlock.release()
-            self._lock.release()
+            self._release_locks()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from ..journal.plan import PlanTable
 from ..models import PlannedObject, Rejected, Selection
 from ..planfile import Plan, open_plan_db, record_manifest_keys, scratch_plan_path, write_meta
+from ..shard import Shard
 from ..store import ObjectStore
 from ..verify.manifests import ManifestSet, fetch_manifests, list_manifest_keys, manifest_notes
 from .select import glob_filter, in_scope, minimal_paths, under_path
@@ -41,6 +42,7 @@ async def plan_into(
     on_page: Callable[[], None] | None = None,
     on_unit: Callable[[int], None] | None = None,
     restrict: dict[str, set[str]] | None = None,
+    shard: Shard | None = None,
 ) -> Planned:
     """List ``selection`` into ``table``, a page at a time (``on_page`` after each, ``on_unit``
     when a listing unit is complete: see :class:`~.stream.Lister`).
@@ -48,11 +50,12 @@ async def plan_into(
     ``restrict`` (subject -> release-relative paths) narrows a subject to exactly those files;
     ``--package`` makes it from the subjects' manifests."""
     out = Planned()
-    if selection.packages:
-        out.manifests = mset = await fetch_manifests(storage, selection.bucket, selection.release, selection.subjects)
+    subjects = shard.subjects(selection.subjects) if shard is not None else selection.subjects
+    if selection.packages and subjects:
+        out.manifests = mset = await fetch_manifests(storage, selection.bucket, selection.release, subjects)
         if not mset.manifests:  # an unknown subject is the better error than "no manifests"
-            await Lister(storage, selection, _Discard(), concurrency=concurrency).run()
-        restrict, notes = mset.package_uris(selection.subjects, selection.packages)
+            await Lister(storage, selection, _Discard(), concurrency=concurrency, shard=shard).run()
+        restrict, notes = mset.package_uris(subjects, selection.packages)
         out.notes += manifest_notes(mset) + notes
     allowed = restrict
 
@@ -60,11 +63,13 @@ async def plan_into(
         return allowed.get(subject) if allowed is not None else None
 
     lister = Lister(storage, selection, table, concurrency=concurrency,
-                    restrict=restrict_of if restrict is not None else None, on_page=on_page, on_unit=on_unit)
+                    restrict=restrict_of if restrict is not None else None, on_page=on_page, on_unit=on_unit,
+                    shard=shard)
     listed = await lister.run()
     out.notes += listed.notes
     if restrict is not None and out.manifests is not None:
-        out.notes += _absent_notes(table, selection, restrict, out.manifests)
+        mine = shard.has_key if shard is not None else (lambda key: True)
+        out.notes += _absent_notes(table, selection, subjects, restrict, out.manifests, mine)
     return out
 
 
@@ -78,13 +83,15 @@ class _Discard:
         return None
 
 
-def _absent_notes(table: PlanTable, selection: Selection, restrict: dict[str, set[str]], mset: ManifestSet) -> list[str]:
+def _absent_notes(table: PlanTable, selection: Selection, subjects: Sequence[str], restrict: dict[str, set[str]],
+                  mset: ManifestSet, mine: Callable[[str], bool]) -> list[str]:
     """A note for each package file (up to a limit) its manifest lists but S3 does not have."""
     prefix = selection.release_prefix
     absent: list[str] = []
-    for s in selection.subjects:
+    for s in subjects:
         planned = table.relpaths_of(s) | {k[len(prefix):] for k in table.rejected_keys_of(prefix + s + "/")}
-        absent += sorted(u for u in restrict.get(s, ()) if u not in planned and in_scope(u, selection))
+        absent += sorted(u for u in restrict.get(s, ())
+                         if u not in planned and in_scope(u, selection) and mine(prefix + u))
     where = f"s3://{selection.bucket}/{prefix}"
     notes = [f"{uri}: listed in manifest {mset.index.source_of(uri) or '?'} but not found under {where}"
              for uri in absent[:_MAX_MISSING_NOTES]]

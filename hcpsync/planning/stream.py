@@ -30,6 +30,7 @@ from typing import Protocol
 from ..errors import SelectionError, UnsafePathError
 from ..models import ObjectInfo, PlannedObject, Rejected, Selection
 from ..paths import check_relpath, fold_name
+from ..shard import Shard
 from ..store import ObjectStore
 from .select import Rule, compile_filters, minimal_paths, rules_filter, under_path
 
@@ -87,8 +88,10 @@ class Lister:
         restrict: Callable[[str], Awaitable[set[str] | None]] | None = None,
         on_page: Callable[[], None] | None = None,
         on_unit: Callable[[int], None] | None = None,
+        shard: Shard | None = None,
     ) -> None:
         self.storage = storage
+        self.shard = shard
         self.sel = selection
         self.sink = sink
         self.concurrency = max(1, concurrency)
@@ -113,7 +116,8 @@ class Lister:
         """List everything; raise :class:`SelectionError` for an unknown subject or a selection
         that matches nothing (when that is known: after the listing)."""
         _refuse_folded_twins(self.sel.subjects, "subjects")
-        for i, subject in enumerate(self.sel.subjects):
+        subjects = self.shard.subjects(self.sel.subjects) if self.shard is not None else self.sel.subjects
+        for i, subject in enumerate(subjects):
             prefix = self.sel.subject_prefix(subject)
             for group in _fold_groups(self.paths) if self.paths else ():
                 self._put(_Unit((i, next(self._order)), "path", subject, tuple(prefix + p for p in group),
@@ -122,8 +126,10 @@ class Lister:
                 self._put(_Unit((i - self.concurrency, next(self._order)), "split", subject, (prefix,)))
         if self._open:
             await self._work()
-        self._check_paths()
-        if not self.result.planned and not self.result.refused:
+        self._check_paths(subjects)
+        if self.shard is not None and not self.result.planned and not self.result.refused:
+            self.result.notes.append(f"shard {self.shard} holds no object of this selection")
+        elif not self.result.planned and not self.result.refused:
             where = self.sel.release_uri
             raise SelectionError(f"the selection matches no object under {where} (check --include/--exclude/--package)")
         return self.result
@@ -236,6 +242,8 @@ class Lister:
                 continue
             if self.rules and not rules_filter(rel, self.rules, self.sel.release):
                 continue
+            if self.shard is not None and not self.shard.has_key(o.key):
+                continue
             try:
                 check_relpath(rel)
             except UnsafePathError as exc:
@@ -247,12 +255,12 @@ class Lister:
             planned.append(PlannedObject(o.key, o.size, o.etag, rel))
         return planned, refused
 
-    def _check_paths(self) -> None:
+    def _check_paths(self, subjects: Sequence[str]) -> None:
         """A path no subject has is an error; one some subjects lack, a note."""
         missing = self.result.missing_paths
         for p in self.paths:
-            lacking = [s for s in self.sel.subjects if p in missing.get(s, ())]
-            if len(lacking) == len(self.sel.subjects):
+            lacking = [s for s in subjects if p in missing.get(s, ())]
+            if lacking and len(lacking) == len(subjects):
                 raise SelectionError(f"path {p!r} matches nothing under {self.sel.release_uri}<subject>/ "
                                      "for the selected subjects")
             if lacking:
