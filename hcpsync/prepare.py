@@ -25,16 +25,19 @@ def make_verifier(
     planned: Callable[[], Container[str]],
     from_planner: asyncio.Future[ManifestSet | None] | None = None,
     listed: Mapping[str, Sequence[ObjectInfo]] | None = None,
+    subjects: Sequence[str] | None = None,
 ) -> PullVerifier:
     """The pull's verifier.  Its manifests: those the planner fetched for ``--package``
     (``from_planner``), else the selection's subjects', fetched when first needed.  ``planned()``
     gives the relpaths the pull fetches itself (their manifests are not written beside them);
-    ``listed``, the manifests' keys when known (a saved plan's): then no listing is made."""
+    ``listed``, the manifests' keys when known (a saved plan's): then no listing is made.
+    ``subjects``: those whose manifests to fetch (a shard's), by default the selection's."""
 
     async def load() -> ManifestSet:
         mset = await from_planner if from_planner is not None else None
         if mset is None:
-            mset = await fetch_manifests(storage, selection.bucket, selection.release, selection.subjects, listed=listed)
+            mset = await fetch_manifests(storage, selection.bucket, selection.release,
+                                         selection.subjects if subjects is None else subjects, listed=listed)
         if dest is not None:
             verifier.extra_notes(keep_manifests(mset, dest, planned()))
         return mset

@@ -191,7 +191,8 @@ class _Run:
         self._manifests: asyncio.Future[ManifestSet | None] = asyncio.get_running_loop().create_future()
         self.verifier = make_verifier(s3, self.selection, dest=root, cache=cache, planned=lambda: _Relpaths(table),
                                       from_planner=self._manifests if self.selection.packages else None,
-                                      listed=source.manifest_keys() if isinstance(source, Plan) else None
+                                      listed=source.manifest_keys() if isinstance(source, Plan) else None,
+                                      subjects=opts.shard.subjects(self.selection.subjects) if opts.shard else None,
                                       ) if opts.verify else None
         self.workers = 0
         self.remote_requests = 0

@@ -150,12 +150,28 @@ def _status(st: JournalStatus) -> Iterator[str]:
         lr = st.last_run
         yield f"last run: started {lr['started']}, {'ended ' + lr['ended'] if lr['ended'] else 'not ended'}: {lr['outcome']}"
     yield f"active: {'yes, pid ' + str(st.active_pid) if st.active_pid else 'no'}"
+    yield from _shard_lines(st)
     sel = Selection.from_json(st.selection)
     if sel is not None:
         yield f"selection: {sel.as_options()}"
         todo = st.files_partial + st.files_pending
         what = f"to resume ({todo} files to go)" if todo else "to update"
-        yield f"{what}: hcpsync pull {sel.as_options()} --dest {shlex.quote(st.dest)} (with your --profile or --endpoint-url)"
+        shard = " --shard K/N (each unfinished shard)" if st.shards else ""
+        yield (f"{what}: hcpsync pull {sel.as_options()} --dest {shlex.quote(st.dest)}{shard} "
+               "(with your --profile or --endpoint-url)")
+
+
+def _shard_lines(st: JournalStatus) -> Iterator[str]:
+    """One line a shard: its state, files complete of its total, bytes, and its PID while it runs."""
+    if not st.shards:
+        return
+    states = [s.state for s in st.shards]
+    yield f"shards: {len(states)} ({', '.join(f'{states.count(x)} {x}' for x in dict.fromkeys(states))})"
+    for s in st.shards:
+        c = s.status
+        pid = f"  pid {c.active_pid}" if c.active_pid else ""
+        yield (f"  {s.name:<16} {s.state:<9} {c.files_complete:>8} of {c.files_total:<8} files  "
+               f"{human(c.bytes_complete):>11} of {human(c.bytes_total)}{pid}")
 
 
 def _packages(rep: PackagesReport) -> Iterator[str]:

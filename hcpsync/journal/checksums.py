@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import JournalError
 from ..paths import STATE_DIR
-from .db import default_journal_path
+from .db import JOURNAL_NAME, default_journal_path
 from .lock import holder_pid
 from .plan import PlanRow
 from .store import Journal
@@ -47,7 +47,13 @@ def open_journal_if_any(dest: Path) -> Journal | None:
     """The destination's journal for reading and caching checksums, or None when there is none
     or a pull holds it (``verify`` then simply hashes everything)."""
     path = default_journal_path(dest)
-    if not path.is_file() or holder_pid(dest / STATE_DIR / "lock") is not None:
+    lock = dest / STATE_DIR / "lock"
+    if not path.is_file():  # pulled in shards: each journal records the whole selection
+        from .shards import shard_dirs
+
+        shards = shard_dirs(dest)
+        path, lock = (shards[0] / JOURNAL_NAME, shards[0] / "lock") if shards else (path, lock)
+    if not path.is_file() or holder_pid(lock) is not None:
         return None
     try:
         return Journal.open(path)

@@ -12,6 +12,7 @@ from ..errors import JournalError, UsageError
 from ..paths import STATE_DIR, is_complete_file
 from .db import REFETCH, _Db, connect, default_journal_path
 from .lock import holder_pid
+from .shards import ShardStatus, merged, shard_statuses
 from .store import Journal
 
 
@@ -33,6 +34,8 @@ class JournalStatus:
     selection: dict[str, Any] | None
     #: the destination; ``path`` is "" when it has no journal (nothing pulled into it yet)
     dest: str = ""
+    #: the shards pulled into it (``--shard``), each with its own journal; the counts above are their sums
+    shards: tuple[ShardStatus, ...] = ()
 
     @classmethod
     def empty(cls, dest: Path) -> JournalStatus:
@@ -51,6 +54,7 @@ class JournalStatus:
             "active": self.active_pid is not None,
             "active_pid": self.active_pid,
             "selection": self.selection,
+            "shards": [s.to_json() for s in self.shards],
         }
 
 
@@ -103,8 +107,16 @@ def status_of(dest: Path, journal_path: Path | None = None) -> JournalStatus:
     that fails and no pull holds the destination, open it as a pull would (which recovers, say,
     a journal whose write-ahead log was lost: a plain re-run works there too)."""
     path = journal_path or default_journal_path(dest)
+    shards = shard_statuses(dest, _status) if journal_path is None else []
+    if shards:
+        main = _plain(dest, path) if path.is_file() else None
+        return merged(dest, main, shards)
     if not path.is_file() and journal_path is None and dest.is_dir():
         return JournalStatus.empty(dest)
+    return _plain(dest, path)
+
+
+def _plain(dest: Path, path: Path) -> JournalStatus:
     if not path.is_file():
         raise UsageError(f"no journal at {path}: nothing was pulled to {dest} with a journal yet")
     active = holder_pid(dest / STATE_DIR / "lock")
