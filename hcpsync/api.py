@@ -74,6 +74,7 @@ async def plan(
     config: TransferConfig | None = None,
     save: str | os.PathLike[str] | None = None,
     on_unit: Callable[[PlanTable, int], None] | None = None,
+    shard: Shard | None = None,
     **access: Unpack[S3Access],
 ) -> Plan:
     """List what ``selection`` covers (``--package`` resolved through the manifests): a
@@ -82,13 +83,13 @@ async def plan(
     ``save``: also write the plan to that file, for ``pull(Plan.load(path), ...)`` (no listing
     again).  ``on_unit(table, unit)``: called when a listing unit (a folder) is planned, its rows
     final (``table.page(unit, ...)``; ``table.totals`` so far).
-    ``config.list_concurrency`` listings run at once.
+    ``config.list_concurrency`` listings run at once.  ``shard``: only that part of the selection.
     """
     opts = _storage_options(access)
     cfg = config or TransferConfig()
     async with S3Storage(opts, cfg) as s3:
         return await build_plan(s3, selection, concurrency=cfg.list_concurrency,
-                                save=os.fspath(save) if save is not None else None, on_unit=on_unit)
+                                save=os.fspath(save) if save is not None else None, on_unit=on_unit, shard=shard)
 
 
 async def pull(

@@ -141,3 +141,17 @@ def test_a_shard_run_twice_at_once_is_refused(bucket: str, tmp_path: Path, proxy
     finally:
         first.kill()
         first.communicate(timeout=30)
+
+
+def test_dryrun_of_a_shard_plans_only_its_subjects(bucket: str, tmp_path: Path, moto_url: str) -> None:
+    fast_put(bucket, release(1))
+    seen: list[str] = []
+    for k in range(2):
+        done = run(pull_cmd(moto_url, bucket, tmp_path / "d", "--shard", f"{k}/2", "--dryrun"))
+        assert done.returncode == 0, done.stderr
+        subjects = {json.loads(line)["path"].split("/")[0] for line in done.stdout.splitlines()
+                    if json.loads(line)["type"] == "object"}
+        assert len(subjects) == 2
+        seen += subjects
+    assert sorted(seen) == sorted(SUBJECTS)  # disjoint, and together the whole selection
+    assert not (tmp_path / "d").exists()

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from ..engine.progress import TqdmBar
     from ..models import Selection
     from ..planfile import Plan
+    from ..shard import Shard
     from ..store.options import StorageOptions
 
 # Each command imports what it runs (the network stack, the journal, verification, doctor...) when
@@ -59,7 +60,7 @@ async def cmd_plan(args: argparse.Namespace) -> int:
 
 
 async def show_plan(args: argparse.Namespace, source: Selection | Plan, config: TransferConfig,
-                    storage: StorageOptions, save: str | None = None) -> int:
+                    storage: StorageOptions, save: str | None = None, shard: Shard | None = None) -> int:
     """The plan's summary; or (``--json``) JSON Lines, each listing unit's objects printed as it is
     planned, so ``plan --json | head`` answers at once.  A reader that goes away ends the listing:
     exit 0.  ``source``: a selection to list, or a saved plan (``pull --plan FILE --dryrun``)."""
@@ -74,7 +75,7 @@ async def show_plan(args: argparse.Namespace, source: Selection | Plan, config: 
             if lines is not None:
                 lines.objects(plan)
         else:
-            plan = await api.plan(source, config=config, storage=storage, save=save,
+            plan = await api.plan(source, config=config, storage=storage, save=save, shard=shard,
                                   on_unit=lines.unit if lines is not None else None)
         try:
             if lines is not None:
@@ -106,7 +107,9 @@ async def cmd_pull(args: argparse.Namespace) -> int:
     sel: Selection | Plan = saved if saved is not None else selection_from(args)
     journal, dest = journal_from(args), dest_from(args)
     if args.dryrun:  # aws-cli's --dryrun: what would be fetched, nothing written (as `hcpsync plan`)
-        return await show_plan(args, sel, cfg, opts)
+        if saved is not None and shard is not None:
+            raise UsageError("--dryrun of a saved plan shows the whole plan: drop --shard")
+        return await show_plan(args, sel, cfg, opts, shard=shard)
     try:
         with progress_bar(args) as bar:
             report = await api.pull(sel, dest, config=cfg, storage=opts, progress=bar, shard=shard,

@@ -102,9 +102,11 @@ def _absent_notes(table: PlanTable, selection: Selection, subjects: Sequence[str
 
 async def build_plan(storage: ObjectStore, selection: Selection, *, concurrency: int = LIST_CONCURRENCY,
                      save: str | None = None, on_unit: Callable[[PlanTable, int], None] | None = None,
-                     restrict: dict[str, set[str]] | None = None) -> Plan:
-    """List ``selection`` into a new plan file (temporary, or ``save``) and return its :class:`Plan`."""
-    _, plan = await _build(storage, selection, concurrency, on_unit, restrict, with_manifests=save is not None)
+                     restrict: dict[str, set[str]] | None = None, shard: Shard | None = None) -> Plan:
+    """List ``selection`` (``shard``'s part of it) into a new plan file (temporary, or ``save``)
+    and return its :class:`Plan`."""
+    _, plan = await _build(storage, selection, concurrency, on_unit, restrict, with_manifests=save is not None,
+                           shard=shard)
     if save is not None:
         plan.save(save)
     return plan
@@ -112,12 +114,13 @@ async def build_plan(storage: ObjectStore, selection: Selection, *, concurrency:
 
 async def _build(storage: ObjectStore, selection: Selection, concurrency: int,
                  on_unit: Callable[[PlanTable, int], None] | None,
-                 restrict: dict[str, set[str]] | None = None, with_manifests: bool = False) -> tuple[Planned, Plan]:
+                 restrict: dict[str, set[str]] | None = None, with_manifests: bool = False,
+                 shard: Shard | None = None) -> tuple[Planned, Plan]:
     path = scratch_plan_path()
     db = open_plan_db(path)
     try:
         table = PlanTable(db, 1)
-        planned = await plan_into(storage, selection, table, concurrency=concurrency, restrict=restrict,
+        planned = await plan_into(storage, selection, table, concurrency=concurrency, restrict=restrict, shard=shard,
                                   on_unit=(lambda unit: on_unit(table, unit)) if on_unit is not None else None)
         if with_manifests:  # a pull of the saved plan then verifies with no listing at all
             record_manifest_keys(db, await list_manifest_keys(storage, selection))
