@@ -40,9 +40,11 @@ from .paths import STATE_DIR
 from .planfile import PAGE, Plan, open_plan_db, scratch_plan_path
 from .planning.listing import Planned, plan_into
 from .planning.schedule import schedule
+from .planning.select import in_scope
 from .prepare import make_verifier
 from .shard import SHARDS_DIR, Shard
 from .store import ObjectStore, S3Storage, StorageOptions
+from .verify.cache import VerifiedCache
 from .verify.checker import PullVerifier
 from .verify.manifests import ManifestSet
 
@@ -189,14 +191,20 @@ class _Run:
         self.feed = PlanFeed(table, on_rows=_both(self.gate, cache) if self.gate and cache else None)
         self.progress = Progress(opts.progress)
         self._manifests: asyncio.Future[ManifestSet | None] = asyncio.get_running_loop().create_future()
-        self.verifier = make_verifier(s3, self.selection, dest=root, cache=cache, planned=lambda: _Relpaths(table),
-                                      from_planner=self._manifests if self.selection.packages else None,
-                                      listed=source.manifest_keys() if isinstance(source, Plan) else None,
-                                      subjects=opts.shard.subjects(self.selection.subjects) if opts.shard else None,
-                                      ) if opts.verify else None
+        self.verifier = self._verifier(cache) if opts.verify else None
         self.workers = 0
         self.remote_requests = 0
         self.remote_notes: list[str] = []
+
+    def _verifier(self, cache: VerifiedCache | None) -> PullVerifier:
+        """The pull's verifier: manifests from the planner (``--package``) or the saved plan's keys,
+        a shard's subjects only, none written beside a file some shard fetches itself."""
+        sel, shard, source = self.selection, self.opts.shard, self.source
+        return make_verifier(self.s3, sel, dest=self.root, cache=cache,
+                             planned=lambda: _Relpaths(self.table, sel, shard),
+                             from_planner=self._manifests if sel.packages else None,
+                             listed=source.manifest_keys() if isinstance(source, Plan) else None,
+                             subjects=shard.subjects(sel.subjects) if shard is not None else None)
 
     async def go(self) -> tuple[_Rounds, Planned]:
         """Plan and fetch; the listing's error (an unknown subject) stops the fetching too, and a
@@ -258,13 +266,18 @@ def _both(gate: JournalGate, cache: JournalChecksums) -> Callable[[list[PlanRow]
 
 
 class _Relpaths:
-    """``relpath in planned``: whether the run plans a file at that local path."""
+    """``relpath in planned``: whether this run, or (``shard``) another shard of its selection,
+    fetches a file at that local path (a manifest is then not written beside it)."""
 
-    def __init__(self, table: PlanTable) -> None:
-        self.table = table
+    def __init__(self, table: PlanTable, selection: Selection, shard: Shard | None) -> None:
+        self.table, self.selection, self.shard = table, selection, shard
 
     def __contains__(self, relpath: object) -> bool:
-        return isinstance(relpath, str) and self.table.has_relpath(relpath)
+        if not isinstance(relpath, str):
+            return False
+        if self.shard is not None and not self.selection.packages and in_scope(relpath, self.selection):
+            return True
+        return self.table.has_relpath(relpath)
 
 
 class _Scheduled:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..errors import CredentialsError, EndpointError, HcpsyncError, ManifestError, SelectionError
 from ..models import ObjectInfo, Selection
-from ..paths import DestGuard, temp_path_for
+from ..paths import DestGuard
 from ..store import ObjectStore
 from .manifest import MANIFEST_DIR, Manifest, ManifestIndex, is_manifest_key, parse_manifest
 
@@ -222,7 +222,9 @@ def keep_manifests(mset: ManifestSet, dest: Path, skip: Container[str] = ()) -> 
     """Write the manifests fetched from S3 under ``DEST/<subject>/.xdlm/``, as HCP lays them out
     (but those in ``skip``, relpaths the pull fetches itself), so ``verify --offline`` works
     after any pull.  A file already holding the same bytes is left alone; each one written
-    through a temp file and a rename, never through a symlink.  Returns notes on failures."""
+    through a temp file of this process's own (never the temp file a download of the same key
+    may be writing, in this process or in a shard beside it) and a rename, never through a
+    symlink.  Returns notes on failures."""
     guard = DestGuard(dest)
     notes: list[str] = []
     for rel, data in sorted(mset.raw.items()):
@@ -233,9 +235,10 @@ def keep_manifests(mset: ManifestSet, dest: Path, skip: Container[str] = ()) -> 
             st = guard.final_stat(final)
             if st is not None and st.st_size == len(data) and final.read_bytes() == data:
                 continue
-            _write_new(temp_path_for(final), data)
+            temp = final.with_name(f".{final.name}.hcpsync-keep-{os.getpid()}")
+            _write_new(temp, data)
             guard.check_final(final)
-            os.replace(temp_path_for(final), final)
+            os.replace(temp, final)
         except (HcpsyncError, OSError) as err:
             notes.append(f"could not keep manifest {rel} for offline verification: {getattr(err, 'strerror', None) or err}")
     return notes
