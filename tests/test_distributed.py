@@ -177,7 +177,7 @@ def test_failed_shards_become_failures_and_a_usage_error_of_all_raises(client: d
     fast_put(bucket, tree)
     report = pull_shards(Selection(subjects=("100206", "999999"), bucket=bucket), tmp_path / "e", client,
                          endpoint_url=proxy.url)
-    assert not report.ok and [f.key for f in report.failed] == ["shard 1/2"]
+    assert not report.ok and [f.key for f in report.failed] == ["shard 1/2"], (report.failed, report.notes)
     assert "999999" in report.failed[0].reason and "--shard 1/2" in report.failed[0].reason
     assert report.transferred_files == len(tree) and tree_files(tmp_path / "e") == local(tree)
 
@@ -229,6 +229,8 @@ def test_cli_dask_local_end_to_end(bucket: str, tmp_path: Path, proxy: FaultProx
     assert sorted(line.split(" done")[0] for line in done.stderr.splitlines() if " done on " in line) == \
         ["hcpsync: shard 0/2", "hcpsync: shard 1/2"]
     assert not marked_processes(mark)  # the command's cluster is gone with it
+    status = json.loads(hcpsync("status", "--dest", str(dest), "--json").stdout)
+    assert [(s["shard"], s["state"]) for s in status["shards"]] == [("0-of-2", "complete"), ("1-of-2", "complete")]
 
 
 def test_cli_dask_interrupted_closes_its_cluster(bucket: str, tmp_path: Path, proxy: FaultProxy) -> None:
@@ -286,6 +288,19 @@ def test_shards_starting_at_once_on_a_fresh_destination_all_claim_it(tmp_path: P
         root = tmp_path / f"d{attempt}"
         prepare_state_dir(root.mkdir() or root)
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda _: claim_source(root, sel), range(8)))  # raises if any failed
+            list(pool.map(claim_source, [root] * 8, [sel] * 8))  # raises if any failed
         assert read_source(root) == {"bucket": sel.bucket, "release": sel.release}
         assert [p.name for p in (root / ".hcpsync").iterdir()] == ["source.json"]
+
+
+def test_a_shard_that_fails_at_once_leaves_the_shared_state_of_a_fresh_destination(bucket: str, tmp_path: Path,
+                                                                                   moto_url: str) -> None:
+    """A plain pull that fails before planning removes the DEST/.hcpsync/ it created; a shard must
+    not: the other shards, started at the same time, keep their journals and locks there."""
+    from hcpsync import pull_sync
+    from hcpsync.errors import SelectionError
+
+    dest = tmp_path / "d"
+    with pytest.raises(SelectionError):
+        pull_sync(Selection(subjects=["999998", "999999"], bucket=bucket), dest, shard=Shard(1, 2), endpoint_url=moto_url)
+    assert (dest / ".hcpsync" / "shards").is_dir()
