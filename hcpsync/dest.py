@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 
 from .errors import DestinationError
@@ -93,7 +94,8 @@ def claim_source(root: Path, selection: Selection, recorded: dict[str, str] | No
         )
     path = root / STATE_DIR / SOURCE_NAME
     if read_source(root) is None:
-        tmp = path.with_name(path.name + ".tmp")
+        # a name of its own: shards starting at once on a fresh destination each write it (same content)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
         try:
             tmp.write_text(json.dumps(want) + "\n", encoding="utf-8")
             os.replace(tmp, path)

@@ -124,6 +124,11 @@ class Plan:
         os.replace(part, dest)
         return dest
 
+    @property
+    def temporary(self) -> bool:
+        """Whether the plan's file is a scratch one, removed with the plan (not saved, not loaded)."""
+        return self._finalizer is not None
+
     def close(self) -> None:
         """Remove a temporary plan's file now (else when the plan is garbage)."""
         if self._finalizer is not None:

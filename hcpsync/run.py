@@ -89,8 +89,12 @@ class _Fresh:
     planned: bool = False
 
     @classmethod
-    def before(cls, dest: str | os.PathLike[str]) -> _Fresh:
+    def before(cls, dest: str | os.PathLike[str], shared: bool = False) -> _Fresh:
+        """``shared`` (a shard's pull): DEST and DEST/.hcpsync/ are left as they are, even when this
+        pull created them: the other shards, started at the same time, use them."""
         path = Path(dest).expanduser()
+        if shared:
+            return cls(path, False, False)
         return cls(path, not os.path.lexists(path), not os.path.lexists(path / STATE_DIR))
 
     def undo(self) -> None:
@@ -106,7 +110,7 @@ class _Fresh:
 
 async def run_pull(selection: Selection | Plan, dest: str | os.PathLike[str], opts: PullOptions) -> PullReport:
     """Download ``selection`` to ``dest``; see :func:`hcpsync.api.pull`."""
-    fresh = _Fresh.before(dest)
+    fresh = _Fresh.before(dest, shared=opts.shard is not None)
     try:
         return await _run_pull(selection, prepare_dest(dest), opts, fresh)
     except BaseException:

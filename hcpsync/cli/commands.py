@@ -15,6 +15,7 @@ from ..errors import HcpsyncError, UsageError
 from ..text import say
 from .codes import EXIT_FAILED, EXIT_OK
 from .options import (
+    check_dask_args,
     config_from,
     dest_from,
     journal_from,
@@ -29,8 +30,9 @@ from .render import Result, render, retry_hint
 
 if TYPE_CHECKING:
     from ..config import TransferConfig
+    from ..distributed import ShardOutcome
     from ..engine.progress import TqdmBar
-    from ..models import Selection
+    from ..models import PullReport, Selection
     from ..planfile import Plan
     from ..shard import Shard
     from ..store.options import StorageOptions
@@ -102,6 +104,7 @@ def render_unless_quiet(result: Result, args: argparse.Namespace, ok: bool = Tru
 async def cmd_pull(args: argparse.Namespace) -> int:
     from .. import api
 
+    check_dask_args(args)
     saved, shard = plan_source(args), shard_from(args)
     cfg, opts = config_from(args), storage_from(args)
     sel: Selection | Plan = saved if saved is not None else selection_from(args)
@@ -111,9 +114,12 @@ async def cmd_pull(args: argparse.Namespace) -> int:
             raise UsageError("--dryrun of a saved plan shows the whole plan: drop --shard")
         return await show_plan(args, sel, cfg, opts, shard=shard)
     try:
-        with progress_bar(args) as bar:
-            report = await api.pull(sel, dest, config=cfg, storage=opts, progress=bar, shard=shard,
-                                    journal=journal, reset_journal=args.reset_journal, verify=not args.no_verify)
+        if args.dask is not None:
+            report = await pull_on_dask(args, sel, dest, cfg, opts, journal is not False)
+        else:
+            with progress_bar(args) as bar:
+                report = await api.pull(sel, dest, config=cfg, storage=opts, progress=bar, shard=shard,
+                                        journal=journal, reset_journal=args.reset_journal, verify=not args.no_verify)
     except asyncio.CancelledError:
         if args.json:  # a JSON reader still gets a document: where things stand
             render_interrupted(dest, None if journal is False else journal)
@@ -122,6 +128,64 @@ async def cmd_pull(args: argparse.Namespace) -> int:
     if args.json and not report.ok:
         say(f"hcpsync: {retry_hint(report)}", sys.stderr)
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+async def pull_on_dask(args: argparse.Namespace, source: Selection | Plan, dest: str, cfg: TransferConfig,
+                       storage: StorageOptions, journal: bool) -> PullReport:
+    """``pull --dask``: the shards as tasks of a Dask cluster (:mod:`hcpsync.distributed`), driven
+    from a thread; an interrupt cancels the tasks and closes the client (and a ``local:N`` cluster)
+    before it ends the command."""
+    import threading
+
+    from .. import distributed as hd  # one line (pip install "hcpsync[dask]") without distributed
+
+    hd.parse_address(args.dask)  # a bad address: one line, before any thread
+    stop = threading.Event()
+    runs: list[hd.ShardRun] = []
+
+    def on_shard(outcome: hd.ShardOutcome) -> None:
+        if not getattr(args, "quiet", False):
+            say(f"hcpsync: {shard_line(outcome)}", sys.stderr)
+
+    def work() -> PullReport:
+        with hd.dask_client(args.dask, stop) as client:
+            run = hd.ShardRun(source, dest, client, shards=args.shards, by=args.shard_by, config=cfg, journal=journal,
+                              verify=not args.no_verify, storage=storage, on_shard=on_shard)
+            runs.append(run)
+            if stop.is_set():
+                raise hd.Stopped
+            run.submit()
+            return run.collect()
+
+    thread = asyncio.ensure_future(asyncio.to_thread(work))
+    try:
+        return await asyncio.shield(thread)
+    except asyncio.CancelledError:
+        stop.set()
+        for run in runs:
+            run.cancel()
+        await _unwind(thread)
+        raise
+
+
+def shard_line(outcome: ShardOutcome) -> str:
+    """One line as a Dask shard ends: its counts, or why it failed."""
+    r, where = outcome.report, f" on {outcome.worker}" if outcome.worker else ""
+    if r is None:
+        return f"shard {outcome.shard} failed{where}: {outcome.error}"
+    return (f"shard {outcome.shard} done{where}: {r.transferred_files} fetched, {r.skipped_files} skipped, "
+            f"{len(r.failed)} failed")
+
+
+async def _unwind(thread: asyncio.Future[PullReport]) -> None:
+    """Wait for the Dask thread to close its client and cluster; later interrupts do not cut it short."""
+    while not thread.done():
+        try:
+            await asyncio.shield(thread)
+        except asyncio.CancelledError:
+            continue
+        except Exception:  # the stop's own exception (hcpsync.distributed.Stopped...): expected
+            return
 
 
 def render_interrupted(dest: str, journal: str | bool | None) -> None:

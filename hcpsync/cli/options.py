@@ -109,12 +109,27 @@ def shard_from(args: argparse.Namespace) -> Shard | None:
     from ..shard import Shard
 
     if getattr(args, "shard", None) is None:
-        if getattr(args, "shard_by", "subject") != "subject":
-            raise UsageError("--shard-by goes with --shard K/N")
+        if getattr(args, "shard_by", "subject") != "subject" and getattr(args, "dask", None) is None:
+            raise UsageError("--shard-by goes with --shard K/N or --dask")
         return None
     if args.journal:
         raise UsageError("a shard keeps its journal in DEST/.hcpsync/shards/: --journal PATH does not go with --shard")
     return Shard.parse(args.shard, args.shard_by)
+
+
+def check_dask_args(args: argparse.Namespace) -> None:
+    """``--dask`` runs every shard itself: no ``--shard``, no journal path; ``--shards`` needs it."""
+    if getattr(args, "dask", None) is None:
+        if getattr(args, "shards", None) is not None:
+            raise UsageError("--shards M goes with --dask; on one machine of many, use --shard K/N")
+        return
+    clash = [opt for opt, on in (("--shard K/N", args.shard), ("--journal PATH", args.journal),
+                                 ("--reset-journal", args.reset_journal)) if on]
+    if clash:
+        raise UsageError(f"--dask runs every shard, each with its journal in DEST/.hcpsync/shards/: drop {', '.join(clash)}"
+                         + (" (--shards M sets their number)" if args.shard else ""))
+    if args.shards is not None and args.shards < 1:
+        raise UsageError(f"--shards {args.shards}: the number of shards must be at least 1")
 
 
 def plan_source(args: argparse.Namespace) -> Plan | None:

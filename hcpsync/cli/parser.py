@@ -142,6 +142,12 @@ def _add_pull(sub: Any) -> None:
                    "auto/N takes K from SLURM_ARRAY_TASK_ID")
     g.add_argument("--shard-by", choices=("subject", "key"), default="subject",
                    help="split by subject (default: whole subjects per shard) or by a hash of each key")
+    g.add_argument("--dask", metavar="ADDRESS",
+                   help="run the shards as tasks of a Dask cluster: a scheduler's address (tcp://HOST:8786), or "
+                        "local:N for a cluster of N processes on this machine, started and stopped here "
+                        "(needs pip install \"hcpsync[dask]\"; every worker must see DEST at the same path)")
+    g.add_argument("--shards", type=int, default=None, metavar="M",
+                   help="with --dask: the number of shards (default: one per Dask worker)")
     add_storage_args(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
