@@ -54,7 +54,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, overload
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -73,6 +73,8 @@ from .s3listing import (
     error_xml,
     serve,
 )
+from .s3listing import Handler as ListingHandler
+from .s3listing import Server as ListingServer
 from .workloads import default_keys_file, read_keys
 
 TEMPLATE_SUBJECT = "100206"
@@ -668,13 +670,10 @@ class Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._respond()
 
-    def log_message(self, format: str, *args: object) -> None:
-        if self.verbose:
-            sys.stderr.write(f"{self.address_string()} {format % args}\n")
+    log_message = ListingHandler.log_message
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
+class Server(ListingServer):
     request_queue_size = 1024  # 64+ clients connecting at once
 
 
