@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +158,17 @@ class Plan:
                 yield from rows
         finally:
             db.close()
+
+    def pages(self, keep: Callable[[PlannedObject], bool] | None = None, size: int = PAGE) -> Iterator[list[PlannedObject]]:
+        """The objects (those ``keep`` accepts) in key order, ``size`` at a time; at least one page."""
+        page: list[PlannedObject] = []
+        for o in self.iter_objects():
+            if keep is None or keep(o):
+                page.append(o)
+                if len(page) == size:
+                    yield page
+                    page = []
+        yield page
 
     @property
     def rejected(self) -> tuple[Rejected, ...]:

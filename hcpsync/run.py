@@ -37,7 +37,7 @@ from .journal.resume import JournalGate, check_partials
 from .journal.session import PullSession
 from .models import PlannedObject, PullReport, Rejected, Selection
 from .paths import STATE_DIR
-from .planfile import PAGE, Plan, open_plan_db, scratch_plan_path
+from .planfile import Plan, open_plan_db, scratch_plan_path
 from .planning.listing import Planned, plan_into
 from .planning.schedule import schedule
 from .planning.select import in_scope
@@ -139,7 +139,7 @@ async def _run_pull(source: Selection | Plan, root: Path, opts: PullOptions, fre
             notes += planned.notes + (jnl.plan_notes(table) if jnl is not None else [])
             rounds.result.retries += s3.stats.retries
             requests = s3.stats.requests + run.remote_requests
-            planned_totals = _Planned(table.totals.files, table.totals.bytes, table.rejected())
+            planned_totals = _PlanSummary(table.totals.files, table.totals.bytes, table.rejected())
         if rounds.result.fatal is not None:
             session.finish(f"stopped: {rounds.result.fatal}", {})
             raise rounds.result.fatal
@@ -301,24 +301,19 @@ async def copy_plan(plan: Plan, table: PlanTable, on_page: Callable[[], None], o
                     shard: Shard | None = None) -> None:
     """Plan the objects of a saved plan (those of ``shard``) into ``table`` (no listing), a page at
     a time, each page a unit."""
-    subjects = set(shard.subjects(plan.selection.subjects)) if shard is not None else None
+    keep = None
+    if shard is not None:
+        subjects = set(shard.subjects(plan.selection.subjects))
+
+        def keep(o: PlannedObject) -> bool:
+            return shard.has_key(o.key) and (shard.by == "key" or o.subject in subjects)
+
     table.reject([r for r in plan.rejected if shard is None or shard.has_key(r.key)])
-    batch: list[PlannedObject] = []
-    unit = 0
-    for o in plan.iter_objects():
-        if shard is not None and not (shard.has_key(o.key) and (shard.by == "key" or o.subject in (subjects or ()))):
-            continue
-        batch.append(o)
-        if len(batch) >= PAGE:
-            unit += 1
-            table.add(batch, unit)
-            on_page()
-            on_unit(unit)
-            batch = []
-            await asyncio.sleep(0)
-    table.add(batch, unit + 1)
-    on_page()
-    on_unit(unit + 1)
+    for unit, page in enumerate(plan.pages(keep), 1):
+        table.add(page, unit)
+        on_page()
+        on_unit(unit)
+        await asyncio.sleep(0)
 
 
 @dataclass(frozen=True)
@@ -407,7 +402,7 @@ def _add(total: PoolResult, res: PoolResult) -> None:
 
 
 @dataclass(frozen=True)
-class _Planned:
+class _PlanSummary:
     """What the plan of a run came to: files and bytes planned, keys refused."""
 
     files: int
@@ -415,7 +410,7 @@ class _Planned:
     rejected: list[Rejected]
 
 
-def _report(planned: _Planned, res: PoolResult, notes: list[str], verifier: PullVerifier | None, requests: int,
+def _report(planned: _PlanSummary, res: PoolResult, notes: list[str], verifier: PullVerifier | None, requests: int,
             elapsed: float) -> PullReport:
     failed = [*planned.rejected, *res.failed()]
     return PullReport(

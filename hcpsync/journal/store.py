@@ -142,13 +142,8 @@ class Journal:
     def start_run(self, plan: Plan) -> list[str]:
         """Record a plan made beforehand (all at once); returns the notes of :meth:`plan_notes`."""
         table = self.begin_run(plan.selection)
-        batch: list[PlannedObject] = []
-        for o in plan.objects:
-            batch.append(o)
-            if len(batch) >= 2000:
-                table.add(batch)
-                batch = []
-        table.add(batch)
+        for unit, page in enumerate(plan.pages(), 1):
+            table.add(page, unit)
         return self.plan_notes(table)
 
     def end_run(self, outcome: str, summary: dict[str, Any]) -> None:
