@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..config import TransferConfig, parse_rate, parse_size
 from ..dest import refuse_uri
-from ..errors import SelectionError, UsageError
+from ..errors import UsageError
 from ..models import DEFAULT_BUCKET, DEFAULT_RELEASE, Selection
 from ..store.options import StorageOptions
+from ..text import say
 from ..uri import parse_s3_uri
 
 if TYPE_CHECKING:
@@ -19,26 +20,21 @@ if TYPE_CHECKING:
     from ..shard import Shard
 
 
-def read_subjects_file(path: str) -> list[str]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot read subjects file {path}: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"subjects file {path} is not UTF-8 text") from exc
-    out = []
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            out.append(line)
-    if not out:
-        raise SelectionError(f"subjects file {path} lists no subject")
-    return out
-
-
 def subjects_from(args: argparse.Namespace) -> list[str]:
-    """``--subject`` IDs, then those of ``--subjects-file``."""
-    return list(args.subject) + (read_subjects_file(args.subjects_file) if args.subjects_file else [])
+    """``--subject`` IDs, then those of ``--subjects-file`` (a CSV's rows kept by ``--where``: how
+    many is said on stderr)."""
+    from ..subjects import Condition, read_subjects
+
+    column, where = getattr(args, "subjects_column", None), getattr(args, "where", None) or []
+    if not args.subjects_file:
+        if column or where:
+            raise UsageError("--subjects-column and --where select rows of --subjects-file FILE (a CSV)")
+        return list(args.subject)
+    conditions = [Condition.parse(w) for w in where]
+    found = read_subjects(args.subjects_file, column, conditions)
+    if found.csv:
+        say(f"hcpsync: {found.summary(args.subjects_file, conditions)}", sys.stderr)
+    return list(args.subject) + found.subjects
 
 
 def selection_from(args: argparse.Namespace, subjects: Sequence[str] | None = None) -> Selection:

@@ -53,7 +53,12 @@ def add_selection_args(p: argparse.ArgumentParser, source: bool = False) -> None
         p.add_argument("source", nargs="?", metavar="s3://BUCKET/PREFIX/", help=_SOURCE_HELP)
     g = p.add_argument_group("selection")
     _add_source_args(g, ": HCP_1200, HCP_Retest, q1...")
-    g.add_argument("--subjects-file", metavar="FILE", help="file of subject IDs, one a line ('#' comments allowed)")
+    g.add_argument("--subjects-file", metavar="FILE", help="file of subject IDs, one a line ('#' comments allowed), "
+                   "or a CSV with a header (HCP's unrestricted_*.csv: its Subject column)")
+    g.add_argument("--subjects-column", metavar="NAME", help="the CSV column holding subject IDs (default Subject)")
+    g.add_argument("--where", action="append", default=[], metavar="COND",
+                   help="keep the CSV rows where COND holds: COLUMN=VALUE, COLUMN!=VALUE, COLUMN<N, COLUMN>N "
+                        "(repeatable: all must hold), e.g. --where Gender=F --where 3T_Full_MR_Compl=TRUE")
     g.add_argument("--path", action="append", default=[], metavar="P", help="path inside the subject folder, e.g. T1w or MNINonLinear/Results/tfMRI_MOTOR_LR (repeatable)")
     g.add_argument("--include", action=_Filter, dest="filters", const="include", default=[], metavar="GLOB", help="keep keys matching GLOB (repeatable)" + _FILTER_HELP)
     g.add_argument("--exclude", action=_Filter, dest="filters", const="exclude", default=[], metavar="GLOB", help="drop keys matching GLOB (repeatable; see --include)")
