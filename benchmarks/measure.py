@@ -23,6 +23,7 @@ CPU, and what the origin served (from its access log).
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import signal
@@ -376,3 +377,16 @@ def _wait4(p: subprocess.Popen[bytes], timeout: float) -> tuple[int, Any] | None
             return None
         time.sleep(delay)
         delay = min(0.005, delay * 2)
+
+
+def csv_choices(choices: Sequence[str]) -> Callable[[str], list[str]]:
+    """An argparse ``type``: a comma-separated list of some of ``choices``."""
+
+    def parse(text: str) -> list[str]:
+        items = [x.strip() for x in text.split(",") if x.strip()]
+        bad = [x for x in items if x not in choices]
+        if bad:
+            raise argparse.ArgumentTypeError(f"unknown: {', '.join(bad)} (choose from {', '.join(choices)})")
+        return items
+
+    return parse

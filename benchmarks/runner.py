@@ -1507,18 +1507,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    def csv(choices: Sequence[str]) -> Callable[[str], list[str]]:
-        def parse(text: str) -> list[str]:
-            items = [x.strip() for x in text.split(",") if x.strip()]
-            bad = [x for x in items if x not in choices]
-            if bad:
-                raise argparse.ArgumentTypeError(f"unknown: {', '.join(bad)} (choose from {', '.join(choices)})")
-            return items
-        return parse
-
-    ap.add_argument("--workloads", type=csv(ALL_WORKLOADS), default=list(DEFAULT_WORKLOADS),
+    ap.add_argument("--workloads", type=measure.csv_choices(ALL_WORKLOADS), default=list(DEFAULT_WORKLOADS),
                     help=f"comma-separated, from {', '.join(ALL_WORKLOADS)} (default: all but memory)")
-    ap.add_argument("--tools", type=csv(ALL_TOOLS), default=list(ALL_TOOLS))
+    ap.add_argument("--tools", type=measure.csv_choices(ALL_TOOLS), default=list(ALL_TOOLS))
     ap.add_argument("--runs", type=int, default=3, help="interleaved rounds per workload (default 3)")
     ap.add_argument("--quick", action="store_true", help="tiny workloads, 1 round: a smoke run")
     ap.add_argument("--s3like-large", default="large", choices=("large", "large-tiny"),

@@ -185,6 +185,33 @@ def _el(tag: str, value: object) -> str:
     return f"<{tag}>{escape(str(value), _XML_QUOTE)}</{tag}>"
 
 
+def v2_head(name: str, q: dict[str, str], max_keys: int, keys: int, truncated: bool,
+            next_token: str | None) -> list[str]:
+    """The elements of a ListObjectsV2 answer before its ``<Contents>``: what the request ``q``
+    asked (prefix, delimiter, start-after, encoding: url-encoded when asked), the key count, the
+    truncation and the next token."""
+    et = q.get("encoding-type", "")
+
+    def e(s: str) -> str:
+        return quote(s, safe="/") if et == "url" else s
+
+    head = [_el("Name", name), _el("Prefix", e(q.get("prefix", "")))]
+    if q.get("delimiter"):
+        head.append(_el("Delimiter", e(q["delimiter"])))
+    if q.get("start-after"):
+        head.append(_el("StartAfter", e(q["start-after"])))
+    head.append(_el("MaxKeys", max_keys))
+    if et:
+        head.append(_el("EncodingType", et))
+    head.append(_el("KeyCount", keys))
+    if q.get("continuation-token") is not None:
+        head.append(_el("ContinuationToken", q["continuation-token"]))
+    head.append(_el("IsTruncated", "true" if truncated else "false"))
+    if truncated and next_token is not None:
+        head.append(_el("NextContinuationToken", next_token))
+    return head
+
+
 class Service:
     """The listing logic, independent of HTTP: returns ``(status, headers, body)``."""
 
@@ -293,29 +320,14 @@ class Service:
         start_after = q.get("start-after", "")
         token = q.get("continuation-token")
         max_keys = self._max_keys(q)
-        enc, et = self._encoder(q)
+        enc, _ = self._encoder(q)
         start = start_index(b, ("k", start_after)) if start_after else 0
         if token is not None:
             start = max(start, start_index(b, decode_token(token)))
         page = list_page(b, prefix, delimiter, start, max_keys)
 
-        def e(s: str) -> str:
-            return quote(s, safe="/") if enc else s
-
-        head = [_el("Name", b.name), _el("Prefix", e(prefix))]
-        if delimiter:
-            head.append(_el("Delimiter", e(delimiter)))
-        if start_after:
-            head.append(_el("StartAfter", e(start_after)))
-        head.append(_el("MaxKeys", max_keys))
-        if et:
-            head.append(_el("EncodingType", et))
-        head.append(_el("KeyCount", len(page.contents) + len(page.prefixes)))
-        if token is not None:
-            head.append(_el("ContinuationToken", token))
-        head.append(_el("IsTruncated", "true" if page.truncated else "false"))
-        if page.truncated and page.last is not None:
-            head.append(_el("NextContinuationToken", encode_token(*page.last)))
+        head = v2_head(b.name, q, max_keys, len(page.contents) + len(page.prefixes), page.truncated,
+                       encode_token(*page.last) if page.last is not None else None)
         body = self._contents_xml(b, page, enc, q.get("fetch-owner") == "true")
         return (
             f'<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult xmlns="{S3_NS}">'

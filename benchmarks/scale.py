@@ -739,18 +739,11 @@ def _sizes(text: str) -> list[int]:
     return out
 
 
-def _scenarios(text: str) -> list[str]:
-    items = [x.strip() for x in text.split(",") if x.strip()]
-    bad = [x for x in items if x not in SCENARIOS]
-    if bad:
-        raise argparse.ArgumentTypeError(f"unknown: {', '.join(bad)} (choose from {', '.join(SCENARIOS)})")
-    return items
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenarios", type=_scenarios, default=list(SCENARIOS), help=f"from {', '.join(SCENARIOS)}")
+    ap.add_argument("--scenarios", type=measure.csv_choices(SCENARIOS), default=list(SCENARIOS),
+                    help=f"from {', '.join(SCENARIOS)}")
     ap.add_argument("--hcpsync", metavar="CMD", default=None, help="the hcpsync command (default: python -m hcpsync)")
     ap.add_argument("--plan-sizes", type=_sizes, default=list(PLAN_SIZES), help="plan-rss: objects (100k,1m,3m)")
     ap.add_argument("--plan-subjects", type=int, default=RELEASE_SUBJECTS, help="plan-15m: subjects (1113)")

@@ -72,6 +72,7 @@ from .s3listing import (
     encode_token,
     error_xml,
     serve,
+    v2_head,
 )
 from .s3listing import Handler as ListingHandler
 from .s3listing import Server as ListingServer
@@ -570,20 +571,8 @@ class Service:
         def e(s: str) -> str:  # url-encoded text needs no XML escaping
             return quote(s, safe="/") if et else escape(s, _XML_QUOTE)
 
-        head = [_el("Name", rel.bucket), f"<Prefix>{e(prefix)}</Prefix>"]
-        if delimiter:
-            head.append(f"<Delimiter>{e(delimiter)}</Delimiter>")
-        if start_after:
-            head.append(f"<StartAfter>{e(start_after)}</StartAfter>")
-        head.append(_el("MaxKeys", max_keys))
-        if et:
-            head.append(_el("EncodingType", et))
-        head.append(_el("KeyCount", len(page.contents) + len(page.prefixes)))
-        if token is not None:
-            head.append(_el("ContinuationToken", token))
-        head.append(_el("IsTruncated", "true" if page.truncated else "false"))
-        if page.truncated and page.last is not None:
-            head.append(_el("NextContinuationToken", encode_token(*page.last)))
+        head = v2_head(rel.bucket, q, max_keys, len(page.contents) + len(page.prefixes), page.truncated,
+                       encode_token(*page.last) if page.last is not None else None)
         body = []
         for k in page.contents:
             etag, size = rel.meta(k)
