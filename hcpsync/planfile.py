@@ -42,8 +42,6 @@ class Plan:
         self.total_bytes = total_bytes
         self._rejected: tuple[Rejected, ...] | None = None
         self._summary: tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]] | None = None
-        #: the manifests fetched to resolve ``--package`` while planning (a ManifestSet), if any
-        self.manifests: Any = None
         self._finalizer = weakref.finalize(self, shutil.rmtree, str(path.parent), True) if temporary else None
 
     # -- making and opening ----------------------------------------------------------------

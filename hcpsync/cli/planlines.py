@@ -12,8 +12,11 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, TextIO
 
+from ..planfile import object_json
+
 if TYPE_CHECKING:
     from ..journal.plan import PlanTable
+    from ..models import PlannedObject
     from ..planfile import Plan
 
 #: rows read back from the plan at a time
@@ -34,14 +37,12 @@ class PlanLines:
             if not rows:
                 break
             after = rows[-1].obj.key
-            self.out.write("".join(_line({"type": "object", "key": r.obj.key, "size": r.obj.size, "etag": r.obj.etag,
-                                          "path": r.obj.relpath}) for r in rows if r.obj.key not in table.refused))
+            self.out.write("".join(_object(r.obj) for r in rows if r.obj.key not in table.refused))
         self.out.flush()
 
     def objects(self, plan: Plan) -> None:
         """Every object of a plan made beforehand (a saved one), in key order."""
-        self.out.write("".join(_line({"type": "object", "key": o.key, "size": o.size, "etag": o.etag,
-                                      "path": o.relpath}) for o in plan.iter_objects()))
+        self.out.write("".join(_object(o) for o in plan.iter_objects()))
         self.out.flush()
 
     def finish(self, plan: Plan) -> None:
@@ -53,6 +54,10 @@ class PlanLines:
         doc.pop("rejected", None)
         self.out.write(_line(doc))
         self.out.flush()
+
+
+def _object(o: PlannedObject) -> str:
+    return _line({"type": "object", **object_json(o)})
 
 
 def _line(doc: dict[str, object]) -> str:

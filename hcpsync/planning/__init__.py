@@ -1,7 +1,7 @@
-"""Selection -> Plan: the selection's filters (pure functions), the S3 listing, packages."""
+"""Selection -> Plan: the selection's filters (pure functions), the streaming lister, packages
+(resolved through the subjects' manifests in :func:`.listing.plan_into`)."""
 
 from .listing import build_plan
-from .packages import plan_for, resolve_packages
 from .select import glob_filter, in_scope, minimal_paths, under_path
 
 __all__ = [
@@ -9,7 +9,5 @@ __all__ = [
     "glob_filter",
     "in_scope",
     "minimal_paths",
-    "plan_for",
-    "resolve_packages",
     "under_path",
 ]

@@ -105,8 +105,8 @@ async def build_plan(storage: ObjectStore, selection: Selection, *, concurrency:
                      restrict: dict[str, set[str]] | None = None, shard: Shard | None = None) -> Plan:
     """List ``selection`` (``shard``'s part of it) into a new plan file (temporary, or ``save``)
     and return its :class:`Plan`."""
-    _, plan = await _build(storage, selection, concurrency, on_unit, restrict, with_manifests=save is not None,
-                           shard=shard)
+    plan = await _build(storage, selection, concurrency, on_unit, restrict, with_manifests=save is not None,
+                        shard=shard)
     if save is not None:
         plan.save(save)
     return plan
@@ -115,7 +115,7 @@ async def build_plan(storage: ObjectStore, selection: Selection, *, concurrency:
 async def _build(storage: ObjectStore, selection: Selection, concurrency: int,
                  on_unit: Callable[[PlanTable, int], None] | None,
                  restrict: dict[str, set[str]] | None = None, with_manifests: bool = False,
-                 shard: Shard | None = None) -> tuple[Planned, Plan]:
+                 shard: Shard | None = None) -> Plan:
     path = scratch_plan_path()
     db = open_plan_db(path)
     try:
@@ -130,14 +130,6 @@ async def _build(storage: ObjectStore, selection: Selection, concurrency: int,
         Plan(selection, path, 1, files=0, total_bytes=0, temporary=True).close()
         raise
     db.close()
-    plan = Plan(selection, path, 1, planned.notes, files=table.totals.files, total_bytes=table.totals.bytes,
+    return Plan(selection, path, 1, planned.notes, files=table.totals.files, total_bytes=table.totals.bytes,
                 temporary=True)
-    plan.manifests = planned.manifests
-    return planned, plan
-
-
-async def plan_with_manifests(storage: ObjectStore, selection: Selection) -> tuple[Plan, ManifestSet | None]:
-    """The plan of ``selection``, and the manifests fetched to resolve its packages (if any)."""
-    _, plan = await _build(storage, selection, LIST_CONCURRENCY, None)
-    return plan, plan.manifests
 
