@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import stat
-from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
+from collections.abc import AsyncIterator, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from ..store import ObjectStore, RetryPolicy
 from ..store.ratelimit import RateLimiter
 from .events import Checker, FileDone, FileFailed, FileSkipped, Gate, Listener, NoCheck, NoGate, Outcome, PartDone
 from .fetch import Fetcher, Got, PartSpec, Sink
+from .items import Items
 from .md5stream import StreamMd5
 from .procs import WorkerSet
 from .progress import Progress
@@ -211,7 +212,7 @@ class TransferPool:
     async def run(self, objects: Iterable[PlannedObject] | AsyncIterator[Sequence[PlannedObject]]) -> PoolResult:
         """Fetch ``objects``: a collection, or batches that arrive while the pool runs (a plan
         still being listed); an error raised by the batches stops the pool and is raised."""
-        parts = _Items(self._parts, objects)
+        parts = Items(self._parts, objects)
         workers = [asyncio.ensure_future(self._worker(parts)) for _ in range(self.config.concurrency)]
         try:
             await asyncio.gather(*workers)
@@ -228,7 +229,7 @@ class TransferPool:
             self._abandon_open()
         return self.result
 
-    async def _worker(self, parts: _Items) -> None:
+    async def _worker(self, parts: Items[_Item]) -> None:
         async for item in parts:
             if self._stop is not None:
                 return
@@ -375,50 +376,6 @@ class TransferPool:
             job.temp.abort(resumable(self.gate.keep_partial, job.ranged, job.landed))
         self._open.clear()
         self._temps.clear()
-
-
-class _Items:
-    """The work items of ``objects`` for the workers, one at a time (``async for``): a collection
-    is expanded lazily; batches that arrive while the pool runs are read one after the other
-    (workers wait for the next; the end of the batches ends the items)."""
-
-    def __init__(self, expand: Callable[[Iterable[PlannedObject]], Generator[_Item, None, None]],
-                 objects: Iterable[PlannedObject] | AsyncIterator[Sequence[PlannedObject]]) -> None:
-        self._expand = expand
-        self._batches = objects if isinstance(objects, AsyncIterator) else None
-        self._items = None if isinstance(objects, AsyncIterator) else expand(objects)
-        self._lock = asyncio.Lock()
-        self._ended = False
-
-    def __aiter__(self) -> _Items:
-        return self
-
-    async def __anext__(self) -> _Item:
-        while True:
-            items = self._items
-            if items is not None:
-                for item in items:
-                    return item
-                if self._items is items:
-                    self._items = None
-            if self._batches is None or self._ended:
-                raise StopAsyncIteration
-            async with self._lock:
-                if self._items is None and not self._ended:
-                    await self._next_batch(self._batches)
-
-    async def _next_batch(self, batches: AsyncIterator[Sequence[PlannedObject]]) -> None:
-        try:
-            batch = await anext(batches)
-        except StopAsyncIteration:
-            self._ended = True
-            return
-        self._items = self._expand(batch)
-
-    def close(self) -> None:
-        if self._items is not None:
-            self._items.close()
-        self._ended = True
 
 
 def _spec(obj: PlannedObject, part: Part) -> PartSpec:
