@@ -170,11 +170,13 @@ class Selection:
 
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
-    """One object as S3 lists it."""
+    """One object as S3 lists it.  ``encrypted``: a HEAD said SSE-KMS or SSE-C (so its ETag is
+    not an MD5); None when unknown (a listing does not say)."""
 
     key: str
     size: int
     etag: str
+    encrypted: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,7 @@ class _Fault:
 class _Object:
     data: bytes
     etag: str
+    encrypted: bool = False  # SSE-KMS / SSE-C: the ETag is no MD5 (GETs and HEADs say so)
 
 
 class FakeBody:
@@ -97,9 +98,9 @@ class FakeStore:
 
     # -- setting up ---------------------------------------------------------------------------
 
-    def put(self, key: str, data: bytes, etag: str | None = None) -> str:
+    def put(self, key: str, data: bytes, etag: str | None = None, encrypted: bool = False) -> str:
         etag = etag or hashlib.md5(data, usedforsecurity=False).hexdigest()
-        self.objects[key] = _Object(data, etag)
+        self.objects[key] = _Object(data, etag, encrypted)
         return etag
 
     def put_all(self, objects: dict[str, bytes]) -> None:
@@ -164,7 +165,7 @@ class FakeStore:
     async def head(self, bucket: str, key: str) -> ObjectInfo:
         self._request(Request("head", key), bucket)
         obj = self._object(key)
-        return ObjectInfo(key, len(obj.data), obj.etag)
+        return ObjectInfo(key, len(obj.data), obj.etag, obj.encrypted)
 
     @asynccontextmanager
     async def get(
@@ -180,7 +181,9 @@ class FakeStore:
             raise ObjectChangedError(f"s3://{bucket}/{key} changed on the server during the transfer (ETag no longer matches)")
         if (total is not None and total != size) or start > size or (end is not None and end > size):
             raise ObjectChangedError(f"s3://{bucket}/{key} is {size} bytes on the server, {total} were planned")
-        yield FakeBody(self, req, obj.data[start : size if end is None else end], fault)
+        body = FakeBody(self, req, obj.data[start : size if end is None else end], fault)
+        body.etag_is_md5 = not obj.encrypted
+        yield body
 
     async def get_bytes(self, bucket: str, key: str, limit: int = GET_BYTES_LIMIT) -> bytes:
         async with self.get(bucket, key) as body:

@@ -173,7 +173,8 @@ class S3Storage:
 
     async def head(self, bucket: str, key: str) -> ObjectInfo:
         resp = await self._request(partial(self._client.head_object, Bucket=bucket, Key=key, **self._extra()), bucket, key)
-        return ObjectInfo(key=key, size=int(resp["ContentLength"]), etag=str(resp.get("ETag", "")).strip('"'))
+        return ObjectInfo(key=key, size=int(resp["ContentLength"]), etag=str(resp.get("ETag", "")).strip('"'),
+                          encrypted=bool(resp.get("Encrypted", False)))
 
     def get(
         self, bucket: str, key: str, *, start: int = 0, end: int | None = None, etag: str | None = None,

@@ -16,6 +16,7 @@ from urllib.parse import unquote_plus
 from xml.etree import ElementTree
 
 from ..errors import BadResponseError, CredentialsError, HcpsyncError, NotS3Error
+from .body import is_encrypted
 from .errors import CREDENTIALS_HINT, answer_error, where
 from .s3_http import FastGetter, parse_error
 
@@ -138,7 +139,7 @@ class S3Api:
             length = int(headers["content-length"])
         except (KeyError, ValueError) as exc:
             raise BadResponseError(f"the HEAD answer for {where(Bucket, Key)} has no valid Content-Length") from exc
-        return {"ContentLength": length, "ETag": headers.get("etag", "")}
+        return {"ContentLength": length, "ETag": headers.get("etag", ""), "Encrypted": is_encrypted(headers)}
 
     async def head_bucket(self, *, Bucket: str) -> dict[str, Any]:
         status, headers, _ = await self._send("HEAD", Bucket, None)

@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import threading
+from typing import Literal
 
 #: read size for hashing: large enough that syscalls and GIL hand-offs are noise
 HASH_BLOCK = 1024 * 1024
@@ -57,3 +58,118 @@ def etag_md5(etag: str | None) -> str | None:
     """
     e = (etag or "").strip().strip('"')
     return e.lower() if _MD5_HEX.match(e) else None
+
+
+# --- multipart ETags -----------------------------------------------------------------------
+
+MIB = 1024 * 1024
+#: part sizes of the common uploaders (aws-cli and boto3 8 MiB, s5cmd and others 5, 15, 16, 64 MiB)
+COMMON_PART_SIZES = tuple(n * MIB for n in (8, 16, 5, 15, 64))
+
+_MULTIPART = re.compile(r"^([0-9a-fA-F]{32})-([1-9][0-9]{0,4})$")
+
+
+def multipart_etag(etag: str | None) -> tuple[str, int] | None:
+    """``(md5 of the parts' md5s, parts)`` of a multipart upload's ETag ``<32 hex>-N``, or None."""
+    m = _MULTIPART.match((etag or "").strip().strip('"'))
+    return (m.group(1).lower(), int(m.group(2))) if m else None
+
+
+def part_size_candidates(size: int, parts: int) -> list[int]:
+    """The part sizes that cut ``size`` bytes into exactly ``parts`` parts: the common uploaders'
+    (:data:`COMMON_PART_SIZES`), ``size / parts`` rounded up to a MiB, and, when there are few
+    (:data:`FEW`), every other whole number of MiB that does; in that order, unique."""
+    if parts < 1 or size < 0:
+        return []
+    if parts == 1:  # any part size from the file's size up gives the one ETag
+        return [max(size, 1)]
+    even = -(-size // parts)
+    even_mib = max(MIB, -(-even // MIB) * MIB)
+    top = (size - 1) // (parts - 1)  # the largest part size giving `parts`
+    whole = range(even_mib, min(top, FEW * MIB + even_mib) + 1, MIB)
+    out: list[int] = []
+    for ps in (*COMMON_PART_SIZES, even_mib, *(whole if len(whole) <= FEW else ())):
+        if ps not in out and max(1, -(-size // ps)) == parts:
+            out.append(ps)
+    return out
+
+
+#: how many whole-MiB part sizes beyond the common ones are tried
+FEW = 4
+
+
+def multipart_etags_file(
+    path: str | os.PathLike[str], part_sizes: list[int], block: int = HASH_BLOCK, stop: threading.Event | None = None
+) -> dict[int, str]:
+    """``part size -> "<md5 of part md5s>-<parts>"`` of the file at ``path`` for each of
+    ``part_sizes``, reading it once (raises ``OSError``, or :class:`HashStopped` once ``stop`` is set)."""
+    cuts = {ps: _PartHasher(ps) for ps in part_sizes}
+    buf = bytearray(block)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            if stop is not None and stop.is_set():
+                raise HashStopped(str(path))
+            n = f.readinto(buf)
+            if not n:
+                break
+            for hasher in cuts.values():
+                hasher.update(view[:n])
+    return {ps: hasher.etag() for ps, hasher in cuts.items()}
+
+
+class _PartHasher:
+    """The multipart ETag of a stream cut into ``part_size`` parts."""
+
+    def __init__(self, part_size: int) -> None:
+        self.part_size = part_size
+        self.digests: list[bytes] = []
+        self.current = hashlib.md5(usedforsecurity=False)
+        self.filled = 0
+
+    def update(self, data: memoryview) -> None:
+        while data:
+            take = min(len(data), self.part_size - self.filled)
+            self.current.update(data[:take])
+            self.filled += take
+            data = data[take:]
+            if self.filled == self.part_size:
+                self.digests.append(self.current.digest())
+                self.current = hashlib.md5(usedforsecurity=False)
+                self.filled = 0
+
+    def etag(self) -> str:
+        digests = self.digests + ([self.current.digest()] if self.filled or not self.digests else [])
+        return f"{hashlib.md5(b''.join(digests), usedforsecurity=False).hexdigest()}-{len(digests)}"
+
+
+ETagVerdict = Literal["match", "mismatch"]
+
+
+def check_file_etag(
+    path: str | os.PathLike[str], size: int, etag: str | None, stop: threading.Event | None = None
+) -> tuple[ETagVerdict, str] | None:
+    """Check the file at ``path`` (of ``size`` bytes) against an S3 ETag alone: ``(verdict, what the
+    file gave)``, or None when the ETag says nothing checkable (not an MD5, not ``<md5>-N``, or
+    no part size of :func:`part_size_candidates` cuts ``size`` into N parts).
+
+    A plain ETag is compared with the file's MD5; a multipart one with the file's multipart ETag
+    for each candidate part size (a match for any is a match).  A mismatch may still be an
+    SSE-KMS/SSE-C object, whose ETag is no checksum: the caller asks a HEAD before calling it so.
+    """
+    single = etag_md5(etag)
+    if single is not None:
+        got = md5_file(path, HASH_BLOCK, stop)
+        return ("match" if got == single else "mismatch"), got
+    multi = multipart_etag(etag)
+    if multi is None:
+        return None
+    want = f"{multi[0]}-{multi[1]}"
+    sizes = part_size_candidates(size, multi[1])
+    if not sizes:
+        return None
+    found = multipart_etags_file(path, sizes, HASH_BLOCK, stop)
+    for got in found.values():
+        if got == want:
+            return "match", got
+    return "mismatch", found[sizes[0]]
