@@ -55,6 +55,7 @@ class _Object:
     data: bytes
     etag: str
     encrypted: bool = False  # SSE-KMS / SSE-C: the ETag is no MD5 (GETs and HEADs say so)
+    part_size: int | None = None  # uploaded in parts of this size (HEAD ?partNumber=1 says)
 
 
 class FakeBody:
@@ -98,9 +99,15 @@ class FakeStore:
 
     # -- setting up ---------------------------------------------------------------------------
 
-    def put(self, key: str, data: bytes, etag: str | None = None, encrypted: bool = False) -> str:
+    def put(self, key: str, data: bytes, etag: str | None = None, encrypted: bool = False,
+            part_size: int | None = None) -> str:
+        """Store ``key``; with ``part_size``, as a multipart upload would (its ETag ``<md5 of part md5s>-N``)."""
+        if part_size is not None and etag is None:
+            digests = [hashlib.md5(data[i:i + part_size], usedforsecurity=False).digest()
+                       for i in range(0, max(len(data), 1), part_size)]
+            etag = f"{hashlib.md5(b''.join(digests), usedforsecurity=False).hexdigest()}-{len(digests)}"
         etag = etag or hashlib.md5(data, usedforsecurity=False).hexdigest()
-        self.objects[key] = _Object(data, etag, encrypted)
+        self.objects[key] = _Object(data, etag, encrypted, part_size)
         return etag
 
     def put_all(self, objects: dict[str, bytes]) -> None:
@@ -166,6 +173,10 @@ class FakeStore:
         self._request(Request("head", key), bucket)
         obj = self._object(key)
         return ObjectInfo(key, len(obj.data), obj.etag, obj.encrypted)
+
+    async def part_size(self, bucket: str, key: str) -> int | None:
+        self._request(Request("head", key), bucket)
+        return self._object(key).part_size
 
     @asynccontextmanager
     async def get(

@@ -72,6 +72,10 @@ class ObjectStore(GetStore, Protocol):
         """The object's size and ETag now."""
         ...
 
+    async def part_size(self, bucket: str, key: str) -> int | None:
+        """Part 1's size of a multipart upload, when the store says (None otherwise)."""
+        ...
+
     async def get_bytes(self, bucket: str, key: str, limit: int = GET_BYTES_LIMIT) -> bytes:
         """A small object whole; refuses one over ``limit`` bytes."""
         ...

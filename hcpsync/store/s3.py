@@ -176,6 +176,13 @@ class S3Storage:
         return ObjectInfo(key=key, size=int(resp["ContentLength"]), etag=str(resp.get("ETag", "")).strip('"'),
                           encrypted=bool(resp.get("Encrypted", False)))
 
+    async def part_size(self, bucket: str, key: str) -> int | None:
+        """The size of part 1 of a multipart upload (one HEAD ``?partNumber=1``), or None when the
+        server does not say (no parts count in its answer: not S3, or not a multipart object)."""
+        resp = await self._request(partial(self._client.head_part, Bucket=bucket, Key=key, PartNumber=1, **self._extra()),
+                                   bucket, key)
+        return int(resp["ContentLength"]) if resp.get("PartsCount") else None
+
     def get(
         self, bucket: str, key: str, *, start: int = 0, end: int | None = None, etag: str | None = None,
         total: int | None = None,

@@ -141,6 +141,16 @@ class S3Api:
             raise BadResponseError(f"the HEAD answer for {where(Bucket, Key)} has no valid Content-Length") from exc
         return {"ContentLength": length, "ETag": headers.get("etag", ""), "Encrypted": is_encrypted(headers)}
 
+    async def head_part(self, *, Bucket: str, Key: str, PartNumber: int, **_: str) -> dict[str, Any]:
+        """HEAD of one part of a multipart upload (``?partNumber=``): its length and the parts count,
+        when the server says (S3 does; a server that ignores the parameter gives no count)."""
+        headers = (await self._send("HEAD", Bucket, Key, {"partNumber": str(PartNumber)}, where_key=Key))[1]
+        count = headers.get("x-amz-mp-parts-count", "")
+        try:
+            return {"ContentLength": int(headers["content-length"]), "PartsCount": int(count) if count else None}
+        except (KeyError, ValueError) as exc:
+            raise BadResponseError(f"the HEAD answer for {where(Bucket, Key)} has no valid Content-Length") from exc
+
     async def head_bucket(self, *, Bucket: str) -> dict[str, Any]:
         status, headers, _ = await self._send("HEAD", Bucket, None)
         return {"ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": headers}}
