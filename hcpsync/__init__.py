@@ -12,7 +12,20 @@ from .version import __version__
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (mypy knows the name)
 if TYPE_CHECKING:
-    from .api import Mirror, SubjectMirror, check, check_sync, last_selection, plan, plan_sync, pull, pull_sync, run_sync
+    from .api import (
+        Mirror,
+        SubjectMirror,
+        check,
+        check_sync,
+        last_selection,
+        plan,
+        plan_sync,
+        pull,
+        pull_sync,
+        repair,
+        repair_sync,
+        run_sync,
+    )
     from .config import TransferConfig
     from .engine.progress import ProgressEvent
     from .errors import HcpsyncError
@@ -24,7 +37,7 @@ if TYPE_CHECKING:
 #: public name -> the module that defines it
 _EXPORTS = {
     **dict.fromkeys(("Mirror", "SubjectMirror", "check", "check_sync", "last_selection", "plan", "plan_sync", "pull",
-                     "pull_sync", "run_sync"), ".api"),
+                     "pull_sync", "repair", "repair_sync", "run_sync"), ".api"),
     "TransferConfig": ".config",
     "ProgressEvent": ".engine.progress",
     "HcpsyncError": ".errors",
@@ -54,6 +67,8 @@ __all__ = [
     "plan_sync",
     "pull",
     "pull_sync",
+    "repair",
+    "repair_sync",
     "run_sync",
     "verify_tree",
 ]

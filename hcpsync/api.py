@@ -27,7 +27,7 @@ from .engine.events import Listener
 from .engine.progress import ProgressCallback
 from .errors import HcpsyncError, UsageError
 from .journal import Journal, open_journal_if_any
-from .models import DEFAULT_BUCKET, DEFAULT_RELEASE, PullReport, Selection, as_items
+from .models import DEFAULT_BUCKET, DEFAULT_RELEASE, PlannedObject, PullReport, Selection, as_items
 from .planfile import Plan
 from .planning.listing import build_plan
 from .run import PullOptions, run_pull
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from .journal.plan import PlanTable
+    from .repair import RepairReport
     from .verify.tree import VerifyProgress, VerifyReport
 
 T = TypeVar("T")
@@ -104,6 +105,7 @@ async def pull(
     sync_interval: float = 30.0,
     verify: bool = True,
     shard: Shard | None = None,
+    space_check: bool = True,
     **access: Unpack[S3Access],
 ) -> PullReport:
     """Download a selection (or a ready plan: :func:`plan`'s, or :meth:`Plan.load` of a saved one,
@@ -122,6 +124,9 @@ async def pull(
     S3 ETag) before it reaches its final path; mismatches are fetched again, then failed.
     ``shard``: pull only that :class:`~hcpsync.shard.Shard` of the selection (with its own journal
     and lock under ``DEST/.hcpsync/shards/``; shards of one destination run at once).
+    ``space_check``: before the first byte of each part of the plan (of a saved plan, the whole),
+    compare what is still to write with the space and inodes free at ``dest``; raises
+    :class:`~hcpsync.preflight.InsufficientSpaceError` (exit 2) when it does not fit.
     ``on_outcome``: called with each :mod:`hcpsync.engine.events` record (a part or file landed,
     a file skipped or failed), in order, on the event loop's thread.
     """
@@ -129,7 +134,7 @@ async def pull(
         config=config or TransferConfig(),
         storage=_storage_options(access),
         progress=progress, listener=on_outcome, journal=journal, reset_journal=reset_journal,
-        sync_interval=sync_interval, verify=verify, shard=shard,
+        sync_interval=sync_interval, verify=verify, shard=shard, space_check=space_check,
     )
     if shard is not None and not isinstance(journal, bool):
         raise UsageError("a shard keeps its journal in DEST/.hcpsync/shards/: --journal PATH does not go with --shard")
@@ -250,6 +255,44 @@ async def check(
     return replace(report, notes=(*notes, *report.notes))
 
 
+async def repair(
+    selection: Selection | None,
+    dest: str | os.PathLike[str],
+    *,
+    full: bool = False,
+    jobs: int | None = None,
+    config: TransferConfig | None = None,
+    progress: VerifyProgress | None = None,
+    pull_progress: ProgressCallback | None = None,
+    **access: Unpack[S3Access],
+) -> RepairReport:
+    """:func:`check`, then fetch again what it found mismatched or missing (through :func:`pull`:
+    the journal, the engine, ``checksum=True``), then check again; returns a
+    :class:`~hcpsync.repair.RepairReport` (``ok`` is the second check's, ``repaired``, ``unrepaired``).
+    ``selection`` None: as :func:`check`.  S3 access: see :class:`S3Access`."""
+    from .repair import repair as run_repair
+
+    storage = _storage_options(access)
+    cfg = config or TransferConfig()
+    sel = selection or _selection_of(dest)
+
+    async def again() -> VerifyReport:
+        return await check(sel, dest, full=full, jobs=jobs, config=cfg, progress=progress, storage=storage)
+
+    async def fetch(objects: Sequence[PlannedObject]) -> PullReport:
+        return await pull(Plan.build(sel, objects), dest, config=cfg, progress=pull_progress, storage=storage)
+
+    async with S3Storage(storage, cfg) as s3:
+        return await run_repair(again, s3, sel, fetch, cfg)
+
+
+def _selection_of(dest: str | os.PathLike[str]) -> Selection:
+    """What :func:`check` checks by default: the last pull's selection, else every subject folder."""
+    from .verify.tree import discover_subjects
+
+    return last_selection(dest) or Selection(subjects=tuple(discover_subjects(Path(dest).expanduser())))
+
+
 def last_selection(dest: str | os.PathLike[str]) -> Selection | None:
     """The selection of the last pull into ``dest`` (what :func:`check` checks by default), if any."""
     _, jnl = _dest_and_journal(dest)
@@ -270,6 +313,7 @@ def _dest_and_journal(dest: str | os.PathLike[str]) -> tuple[Path, Journal | Non
 plan_sync = _blocking_twin(plan)
 pull_sync = _blocking_twin(pull)
 check_sync = _blocking_twin(check)
+repair_sync = _blocking_twin(repair)
 
 
 class Mirror:

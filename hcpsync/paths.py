@@ -17,6 +17,7 @@ import os
 import re
 import stat
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UnsafePathError
@@ -86,12 +87,27 @@ def temp_path_for(final: Path) -> Path:
     return final.with_name(name)
 
 
+@dataclass(frozen=True, slots=True)
+class AtFinal:
+    """What stands at a final path: a regular file, or a symlink (``link``, its target as written)
+    to a regular file inside the destination; ``st`` is the file's (the target's) stat."""
+
+    st: os.stat_result
+    link: str | None = None
+
+
+#: what a pull says when a symlink stands where it would have to write
+LINK_ADVICE = ("hcpsync never writes through or replaces a symlink: update it with the tool that made it "
+               "(datalad get), or remove the link, and run again")
+
+
 class DestGuard:
     """Creates folders under a destination and refuses any that resolve outside it."""
 
     def __init__(self, dest: Path) -> None:
         self.dest = dest
         self._ok: set[str] = {""}
+        self._real: str | None = None
 
     def ensure_parent(self, rel: str) -> Path:
         """Create the parent folders of ``DEST/rel`` and return the file's path.
@@ -138,6 +154,34 @@ class DestGuard:
         if stat.S_ISDIR(st.st_mode):
             raise UnsafePathError(f"{path.name} already exists as a folder")
         return st
+
+    def at_final(self, path: Path) -> AtFinal | None:
+        """What stands at a final path (None: nothing).  A symlink (a DataLad/git-annex tree) is
+        followed, to read only, when it resolves to a regular file inside the destination; one
+        leading outside, dangling, or to something else, and a folder, are refused."""
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISDIR(st.st_mode):
+            raise UnsafePathError(f"{path.name} already exists as a folder")
+        if not stat.S_ISLNK(st.st_mode):
+            return AtFinal(st)
+        target = os.readlink(path)
+        if self._real is None:
+            self._real = os.path.realpath(self.dest)
+        real = os.path.realpath(path)
+        if os.path.commonpath([real, self._real]) != self._real:
+            raise UnsafePathError(f"{path.name} is a symlink to {target}, outside the destination; hcpsync neither "
+                                  "follows nor replaces it")
+        try:
+            target_st = os.stat(real)
+        except OSError as exc:
+            raise UnsafePathError(f"{path.name} is a symlink to {target}, which is absent (annexed content not "
+                                  f"fetched?); {LINK_ADVICE}") from exc
+        if not stat.S_ISREG(target_st.st_mode):
+            raise UnsafePathError(f"{path.name} is a symlink to {target}, which is not a file; {LINK_ADVICE}")
+        return AtFinal(target_st, target)
 
     def check_final(self, path: Path) -> None:
         """Refuse to write where a symlink or a folder already stands at the final path."""

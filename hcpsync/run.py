@@ -18,7 +18,7 @@ import contextlib
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -41,6 +41,7 @@ from .planfile import Plan, open_plan_db, scratch_plan_path
 from .planning.listing import Planned, plan_into
 from .planning.schedule import schedule
 from .planning.select import in_scope
+from .preflight import Free, InsufficientSpaceError, SpaceCheck
 from .prepare import make_verifier
 from .shard import SHARDS_DIR, Shard
 from .store import ObjectStore, S3Storage, StorageOptions
@@ -68,6 +69,8 @@ class PullOptions:
     verify: bool = True
     #: pull only this shard of the selection (its own journal and lock: see :mod:`hcpsync.shard`)
     shard: Shard | None = None
+    #: refuse to start (or go on) when DEST has less space or fewer inodes free than the plan needs
+    space_check: bool = True
 
 
 @dataclass
@@ -196,6 +199,8 @@ class _Run:
         self.progress = Progress(opts.progress)
         self._manifests: asyncio.Future[ManifestSet | None] = asyncio.get_running_loop().create_future()
         self.verifier = self._verifier(cache) if opts.verify else None
+        self.space = SpaceCheck(root, Free.at(root), live=not isinstance(source, Plan)) if opts.space_check else None
+        self._fetching = False  # a batch went to the pool
         self.workers = 0
         self.remote_requests = 0
         self.remote_notes: list[str] = []
@@ -213,6 +218,9 @@ class _Run:
     async def go(self) -> tuple[_Rounds, Planned]:
         """Plan and fetch; the listing's error (an unknown subject) stops the fetching too, and a
         stop of the fetching (a full disk) the listing."""
+        if self.space is not None and isinstance(self.source, Plan):
+            keep = shard_filter(self.source, self.opts.shard)
+            self._preflight(o for o in self.source.iter_objects() if keep is None or keep(o))
         producer = asyncio.ensure_future(self._produce())
         try:
             rounds = await self._fetch()
@@ -248,12 +256,29 @@ class _Run:
         self.fresh.planned = True
         self.progress.grow(self.table.totals.files, self.table.totals.bytes)
 
+    def _preflight(self, objects: Iterable[PlannedObject]) -> None:
+        """The space check of ``objects`` (a saved plan whole, or a batch just listed); failing it
+        before any byte has moved undoes what this pull created."""
+        assert self.space is not None
+        try:
+            self.space.add(objects)
+        except InsufficientSpaceError:
+            if not self._fetching:
+                self.fresh.planned = False
+            raise
+
+    def _batch(self, batch: Sequence[PlannedObject]) -> None:
+        """A batch of the plan goes to the pool: a plan still listed is space-checked unit by unit."""
+        if self.space is not None and not isinstance(self.source, Plan):
+            self._preflight(batch)
+        self._fetching = True
+
     async def _fetch(self) -> _Rounds:
         listeners: list[Listener] = [x for x in (self.gate, self.verifier, self.opts.listener) if x is not None]
         async with _workers(self.cfg, self.s3, self.selection.bucket) as remote:
             pool = _PoolFactory(self.s3, self.selection.bucket, self.root, self.cfg, self.progress, self.gate,
                                 self.verifier, listeners, remote)
-            rounds = await _run_rounds(pool, _Scheduled(self.feed, self.cfg), self.cfg.retries)
+            rounds = await _run_rounds(pool, _Scheduled(self.feed, self.cfg, self._batch), self.cfg.retries)
             if remote is not None:
                 self.remote_requests, self.workers, self.remote_notes = remote.requests, len(remote.used), remote.notes
         return rounds
@@ -285,35 +310,44 @@ class _Relpaths:
 
 
 class _Scheduled:
-    """The plan's batches as the pool takes them: in each, ranged objects first, largest first."""
+    """The plan's batches as the pool takes them: in each, ranged objects first, largest first;
+    each seen by ``before`` first (the space check), which may raise to stop the pull."""
 
-    def __init__(self, feed: PlanFeed, cfg: TransferConfig) -> None:
-        self.feed, self.cfg = feed, cfg
+    def __init__(self, feed: PlanFeed, cfg: TransferConfig, before: Callable[[Sequence[PlannedObject]], None]) -> None:
+        self.feed, self.cfg, self.before = feed, cfg, before
 
     def __aiter__(self) -> _Scheduled:
         return self
 
     async def __anext__(self) -> Sequence[PlannedObject]:
-        return schedule(await anext(self.feed), self.cfg)
+        batch = await anext(self.feed)
+        self.before(batch)
+        return schedule(batch, self.cfg)
 
 
 async def copy_plan(plan: Plan, table: PlanTable, on_page: Callable[[], None], on_unit: Callable[[int], None],
                     shard: Shard | None = None) -> None:
     """Plan the objects of a saved plan (those of ``shard``) into ``table`` (no listing), a page at
     a time, each page a unit."""
-    keep = None
-    if shard is not None:
-        subjects = set(shard.subjects(plan.selection.subjects))
-
-        def keep(o: PlannedObject) -> bool:
-            return shard.has_key(o.key) and (shard.by == "key" or o.subject in subjects)
-
+    keep = shard_filter(plan, shard)
     table.reject([r for r in plan.rejected if shard is None or shard.has_key(r.key)])
     for unit, page in enumerate(plan.pages(keep), 1):
         table.add(page, unit)
         on_page()
         on_unit(unit)
         await asyncio.sleep(0)
+
+
+def shard_filter(plan: Plan, shard: Shard | None) -> Callable[[PlannedObject], bool] | None:
+    """Which objects of a saved plan are ``shard``'s (None: all)."""
+    if shard is None:
+        return None
+    subjects = set(shard.subjects(plan.selection.subjects))
+
+    def keep(o: PlannedObject) -> bool:
+        return shard.has_key(o.key) and (shard.by == "key" or o.subject in subjects)
+
+    return keep
 
 
 @dataclass(frozen=True)

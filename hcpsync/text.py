@@ -31,3 +31,12 @@ def escape(text: str) -> str:
 def say(line: str, out: TextIO | None = None) -> None:
     """Print one line of human-readable output (stdout by default), escaped."""
     print(escape(line), file=out or sys.stdout)
+
+
+def human(n: float) -> str:
+    """A byte count in binary units: ``512 B``, ``1.5 GiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

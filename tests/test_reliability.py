@@ -400,7 +400,10 @@ def test_disk_full_on_a_real_small_file_system(moto_url: str, bucket: str, small
     dest = small_fs / "hcp"
     args = ["pull", "--bucket", bucket, "--subject", "100307", "--dest", str(dest), "--part-size", "256KiB",
             "--multipart-threshold", "256KiB", "--concurrency", "4"]
-    r = cli(args, moto_url)
+    r = cli(args, moto_url)  # the preflight sees it first: nothing written
+    one_line_error(r, 2, "not enough space")
+    assert not dest.exists()
+    r = cli([*args, "--no-space-check"], moto_url)  # past it, the disk fills mid-pull: only complete files stay
     one_line_error(r, 1, "no space left")
     assert_only_complete_files(dest, tree)
     # more space, same command: it completes, byte-identical

@@ -34,8 +34,10 @@ if TYPE_CHECKING:
     from ..engine.progress import TqdmBar
     from ..models import PullReport, Selection
     from ..planfile import Plan
+    from ..repair import RepairReport
     from ..shard import Shard
     from ..store.options import StorageOptions
+    from ..verify.tree import VerifyReport
 
 # Each command imports what it runs (the network stack, the journal, verification, doctor...) when
 # it runs: one command's start-up does not pay for the others.
@@ -119,7 +121,8 @@ async def cmd_pull(args: argparse.Namespace) -> int:
         else:
             with progress_bar(args) as bar:
                 report = await api.pull(sel, dest, config=cfg, storage=opts, progress=bar, shard=shard,
-                                        journal=journal, reset_journal=args.reset_journal, verify=not args.no_verify)
+                                        journal=journal, reset_journal=args.reset_journal, verify=not args.no_verify,
+                                        space_check=not args.no_space_check)
     except asyncio.CancelledError:
         if args.json:  # a JSON reader still gets a document: where things stand
             render_interrupted(dest, None if journal is False else journal)
@@ -248,8 +251,16 @@ async def cmd_verify(args: argparse.Namespace) -> int:
             if bar is not None:
                 bar(ProgressEvent(files, files_total, done, total, 0, 0.0))
 
-        report = await api.check(_verify_selection(args), args.dest, offline=args.offline, full=args.full, jobs=args.jobs,
-                                 storage=None if args.offline else storage_from(args), progress=progress)
+        if args.repair:
+            if args.offline:
+                raise UsageError("--repair fetches from S3: it does not go with --offline")
+            report: VerifyReport | RepairReport = await api.repair(
+                _verify_selection(args), args.dest, full=args.full, jobs=args.jobs, storage=storage_from(args),
+                progress=progress)
+        else:
+            report = await api.check(_verify_selection(args), args.dest, offline=args.offline, full=args.full,
+                                     jobs=args.jobs, storage=None if args.offline else storage_from(args),
+                                     progress=progress)
     render_unless_quiet(report, args, report.ok)
     return EXIT_OK if report.ok else EXIT_FAILED
 

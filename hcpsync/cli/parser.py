@@ -159,6 +159,8 @@ def _add_pull(sub: Any) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help=_QUIET_HELP)
     p.add_argument("--dryrun", "--dry-run", action="store_true", help="download nothing: print what would be fetched, as 'hcpsync plan'")
     p.add_argument("--no-verify", action="store_true", help="do not check MD5s against the .xdlm manifests / S3 ETags (size only)")
+    p.add_argument("--no-space-check", action="store_true",
+                   help="do not refuse to start when DEST has less space or fewer inodes free than the plan still needs")
     g = p.add_argument_group("journal (resume)")
     g.add_argument("--journal", metavar="PATH", help=_JOURNAL_HELP)
     g.add_argument("--reset-journal", action="store_true", help="start a new journal (complete files are still skipped)")
@@ -180,6 +182,9 @@ def _add_verify(sub: Any) -> None:
     p.add_argument("--offline", action="store_true", help="use the manifests under DIR/<subject>/.xdlm/; no network")
     p.add_argument("--full", action="store_true", help="hash every file, even those whose checksum is cached")
     p.add_argument("--jobs", type=int, default=None, metavar="N", help="hashing threads (default: one per CPU)")
+    p.add_argument("--repair", action="store_true",
+                   help="fetch again what is mismatched or missing (through the pull's engine and journal), then "
+                        "check again; exit 0 when all is then ok")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-q", "--quiet", action="store_true", help=_QUIET_HELP)

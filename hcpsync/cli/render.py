@@ -14,24 +14,17 @@ from functools import singledispatch
 from typing import TYPE_CHECKING, Any, TextIO, TypeAlias
 
 from ..models import PullReport, Selection
-from ..text import say
+from ..text import human, say
 
 if TYPE_CHECKING:  # each is imported by the command that makes it: rendering imports none of them
     from ..doctor import DoctorReport
     from ..journal import JournalStatus
     from ..planfile import Plan
+    from ..repair import RepairReport
     from ..verify.packages import PackagesReport
     from ..verify.tree import VerifyReport
 
-Result: TypeAlias = "Plan | PullReport | VerifyReport | JournalStatus | PackagesReport | DoctorReport"
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
+Result: TypeAlias = "Plan | PullReport | VerifyReport | RepairReport | JournalStatus | PackagesReport | DoctorReport"
 
 
 def render(result: Result, as_json: bool, out: TextIO | None = None) -> None:
@@ -188,10 +181,26 @@ def _doctor(rep: DoctorReport) -> Iterator[str]:
 
 
 #: the text forms of the results whose classes this module does not import (by the class's full name)
+def _repair(rep: RepairReport) -> Iterator[str]:
+    """The tree as the second check found it, then what was repaired and what could not be."""
+    yield from text_lines(rep.report)
+    if rep.after is None:
+        yield "repair: nothing to repair"
+        return
+    yield f"repair: {len(rep.repaired)} of {len(rep.items)} file(s) repaired"
+    for item in rep.repaired[:50]:
+        yield f"  REPAIRED {item.path} (was {item.was})"
+    if len(rep.repaired) > 50:
+        yield f"  ... and {len(rep.repaired) - 50} more repaired (see --json)"
+    for item in rep.unrepaired[:50]:
+        yield f"  NOT REPAIRED {item.path} (was {item.was}, now {item.now}){': ' + item.reason if item.reason else ''}"
+
+
 _BY_NAME: dict[str, Callable[[Any], Iterator[str]]] = {
     "hcpsync.planfile.Plan": _plan,
     "hcpsync.verify.tree.VerifyReport": _verify,
     "hcpsync.journal.status.JournalStatus": _status,
     "hcpsync.verify.packages.PackagesReport": _packages,
     "hcpsync.doctor.DoctorReport": _doctor,
+    "hcpsync.repair.RepairReport": _repair,
 }

@@ -24,7 +24,7 @@ from typing import Any
 from ..config import TransferConfig
 from ..errors import DiskFullError, HcpsyncError, UnsafePathError
 from ..models import Failure, Part, PlannedObject
-from ..paths import DestGuard, fold_name, temp_path_for
+from ..paths import LINK_ADVICE, DestGuard, fold_name, temp_path_for
 from ..planning.schedule import is_ranged, missing_parts, split_parts
 from ..store import ObjectStore, RetryPolicy
 from ..store.ratelimit import RateLimiter
@@ -148,12 +148,18 @@ class TransferPool:
         return None
 
     def _skipped(self, obj: PlannedObject, final: Path) -> bool:
-        """Skip ``obj`` if a complete file is at ``final`` (one ``lstat``) and nothing says otherwise."""
-        st = self.guard.final_stat(final)
-        if st is None or not stat.S_ISREG(st.st_mode) or st.st_size != obj.size or self.gate.must_refetch(obj):
+        """Skip ``obj`` if a complete file is at ``final`` (one ``lstat``) and nothing says otherwise.
+        A symlink there (a DataLad tree) is followed inside DEST: kept when complete, else refused."""
+        at = self.guard.at_final(final)
+        if at is None:
             return False
-        verdict = self.checker.skip_verdict(obj, st.st_size, st.st_mtime_ns)
+        st = at.st
+        complete = stat.S_ISREG(st.st_mode) and st.st_size == obj.size and not self.gate.must_refetch(obj)
+        verdict = self.checker.skip_verdict(obj, st.st_size, st.st_mtime_ns) if complete else "bad"
         if verdict == "bad":
+            if at.link is not None:
+                raise UnsafePathError(f"{final.name} is a symlink to {at.link}, whose content is not this object's "
+                                      f"({_why_not(obj, st.st_size, complete)}); {LINK_ADVICE}")
             return False
         self.result.skipped_files += 1
         self.result.skipped_bytes += obj.size
@@ -376,6 +382,12 @@ class TransferPool:
             job.temp.abort(resumable(self.gate.keep_partial, job.ranged, job.landed))
         self._open.clear()
         self._temps.clear()
+
+
+def _why_not(obj: PlannedObject, size: int, complete: bool) -> str:
+    if size != obj.size:
+        return f"{size} bytes, the object has {obj.size}"
+    return "checksum mismatch" if complete else "the object changed on S3"
 
 
 def _spec(obj: PlannedObject, part: Part) -> PartSpec:
