@@ -247,7 +247,7 @@ async def test_head_answers_and_errors() -> None:
 
     async for url in serve(handler):
         async with S3Storage(StorageOptions(endpoint_url=url, no_sign_request=True)) as s3:
-            assert await s3.head("b", "a key") == ObjectInfo("a key", 42, "0123")
+            assert await s3.head("b", "a key") == ObjectInfo("a key", 42, "0123", encrypted=False)
             with pytest.raises(NoSuchKeyError, match="s3://b/missing does not exist"):
                 await s3.head("b", "missing")
             with pytest.raises(AccessDeniedError, match="access denied to s3://b/denied"):
