@@ -59,7 +59,7 @@ def test_demo_pulls_a_verified_subject(tmp_path: Path) -> None:
     # the other commands need none of the demo extra
     r = run(["verify", "--dest", str(dest), "--offline", "--no-progress"], "moto")
     assert r.returncode == 0, r.stderr
-    assert "mismatched           0 files" in r.stdout and "missing              0 files" in r.stdout
+    assert "mismatched             0 files" in r.stdout and "missing                0 files" in r.stdout
     r = run(["status", "--dest", str(dest), "--json"], "boto3")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["files"]["complete"] == 136

@@ -208,6 +208,6 @@ def test_space_check_counts_blocks_and_what_temp_files_hold(tmp_path: Path) -> N
 def test_space_check_message_of_a_listing_says_so_far(tmp_path: Path) -> None:
     check = SpaceCheck(tmp_path, Free(bytes=4096, inodes=None, block=4096), live=True)
     check.add([obj("a/x.nii", 4096)])
-    with pytest.raises(InsufficientSpaceError, match="listed so far needs 8.0 KiB more"):
+    with pytest.raises(InsufficientSpaceError, match=r"listed so far needs 8\.0 KiB more"):
         check.add([obj("a/y.nii", 1)])
     assert InsufficientSpaceError.exit_code == 2

@@ -112,7 +112,7 @@ def storage(failures: list[Exception], retries: int = 3) -> tuple[S3Storage, _Cl
 
 async def test_head_retries_under_the_policy_and_counts() -> None:
     s3, client = storage([client_error("SlowDown", 503), ConnectionResetError()])
-    assert await s3.head("b", "k") == ObjectInfo("k", 7, "abc")
+    assert await s3.head("b", "k") == ObjectInfo("k", 7, "abc", encrypted=False)
     assert client.calls == 3 and s3.stats.requests == 3 and s3.stats.retries == 2
     s3, client = storage([client_error("InternalError", 500)] * 5, retries=1)
     with pytest.raises(TransientError, match="InternalError on s3://b/k"):

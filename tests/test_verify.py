@@ -126,11 +126,12 @@ def test_pull_verifies_every_file_then_verify_finds_local_damage(
     [bad] = rep.by_status("mismatched")
     assert (bad.relpath, bad.expected, bad.actual) == (t1, expected_t1, md5(bytes(data)))
     assert [c.relpath for c in rep.by_status("missing")] == [lost]
-    assert {c.relpath for c in rep.by_status("unlisted")} == {"100307/T1w/notes.txt"} | {
-        f.relpath(REL) for f in mine if "/release-notes/" in f.key
-    }
-    assert rep.counts["ok"] == 125 - 2 and rep.counts["unverifiable"] == 0
-    assert rep.hashed_files == 124 and rep.source == f"s3://{bucket}/{REL}/"
+    # online, the files no manifest lists but S3 holds (the release notes) are checked by their S3 ETag
+    assert [c.relpath for c in rep.by_status("unlisted")] == ["100307/T1w/notes.txt"]
+    notes = {f.relpath(REL) for f in mine if "/release-notes/" in f.key}
+    assert {c.relpath: c.detail for c in rep.by_status("ok") if c.relpath in notes} == dict.fromkeys(notes, "S3 ETag")
+    assert rep.counts["ok"] == 125 - 2 + 5 and rep.counts["unverifiable"] == 0
+    assert rep.hashed_files == 124 + 5 and rep.source == f"s3://{bucket}/{REL}/"
 
     # offline, with the endpoint down: the manifests the pull downloaded are used; subjects found in DEST
     monkeypatch.setenv("AWS_ENDPOINT_URL", CLOSED)
@@ -417,7 +418,8 @@ async def test_verify_honours_the_selection(tmp_path: Path) -> None:
     whole = await verify_tree(tmp_path, offline=True)
     assert not whole.ok and whole.counts["missing"] == 125 - len(unproc)
     pkg = await verify_tree(tmp_path, Selection(subjects=["100307"], packages=[PKG_MOTOR_UNPROC]), offline=True)
-    assert pkg.ok and pkg.counts == {"ok": len(unproc), "mismatched": 0, "missing": 0, "unlisted": 0, "unverifiable": 0}
+    assert pkg.ok and pkg.counts == {"ok": len(unproc), "mismatched": 0, "missing": 0, "refused": 0,
+                                  "absent_from_s3": 0, "unlisted": 0, "unverifiable": 0}
     path = await verify_tree(tmp_path, Selection(subjects=["100307"], paths=["unprocessed/3T/tfMRI_MOTOR_LR"]),
                              offline=True)
     assert path.ok and path.counts["ok"] == len([u for u in unproc if "/tfMRI_MOTOR_LR/" in u])

@@ -227,7 +227,7 @@ def _verify_selection(args: argparse.Namespace) -> Selection | None:
     when they give none and a pull into DEST recorded one: then ``api.check`` takes that."""
     from .. import api
     from ..dest import refuse_uri
-    from ..verify.tree import check_dest, discover_subjects
+    from ..verify.walk import check_dest, discover_subjects
 
     refuse_uri(args.dest)
     chosen = args.subject or args.subjects_file or args.path or args.filters or args.package

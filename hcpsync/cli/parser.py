@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -174,12 +175,23 @@ def _add_status(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the status as JSON on stdout")
 
 
+_VERIFY_DETAILS = (
+    "Each file is ok, mismatched, missing, refused (a symlink leading out of DIR: not followed), absent_from_s3 "
+    "(a manifest lists it, S3 and DIR lack it), unlisted (in no manifest, not on S3) or unverifiable. Online, files "
+    "no manifest lists are checked against their S3 ETag (plain or multipart; SSE-KMS/SSE-C ones are unverifiable). "
+    "Symlinks are followed inside DIR only (DataLad datasets), read only.",
+    "Exit 0 when nothing is mismatched, missing or refused; 1 otherwise; 2 for bad input.",
+)
+
+
 def _add_verify(sub: Any) -> None:
-    p = _subparser(sub, "verify", "check a local tree against HCP's .xdlm checksum manifests")
+    p = _subparser(sub, "verify", "check a local tree against HCP's .xdlm checksum manifests and S3")
+    p.description = "\n\n".join([p.description or "", *map(textwrap.fill, _VERIFY_DETAILS)])
     add_selection_args(p)
     p.add_argument("--dest", required=True, metavar="DIR",
                    help="local tree (default selection: the last pull's into DIR, else every subject folder in DIR)")
-    p.add_argument("--offline", action="store_true", help="use the manifests under DIR/<subject>/.xdlm/; no network")
+    p.add_argument("--offline", action="store_true",
+                   help="use the manifests under DIR/<subject>/.xdlm/; no network (so no S3 listing: no coverage or ETag checks)")
     p.add_argument("--full", action="store_true", help="hash every file, even those whose checksum is cached")
     p.add_argument("--jobs", type=int, default=None, metavar="N", help="hashing threads (default: one per CPU)")
     p.add_argument("--repair", action="store_true",

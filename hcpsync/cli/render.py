@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # each is imported by the command that makes it: rendering im
     from ..planfile import Plan
     from ..repair import RepairReport
     from ..verify.packages import PackagesReport
-    from ..verify.tree import VerifyReport
+    from ..verify.report import VerifyReport
 
 Result: TypeAlias = "Plan | PullReport | VerifyReport | RepairReport | JournalStatus | PackagesReport | DoctorReport"
 
@@ -110,23 +110,43 @@ def retry_hint(report: PullReport) -> str:
 def _verify(report: VerifyReport) -> Iterator[str]:
     c = report.counts
     yield f"{report.dest} against {report.source}: {len(report.subjects)} subject(s)"
-    for status in ("ok", "mismatched", "missing", "unlisted", "unverifiable"):
-        yield f"{status:<13} {c[status]:>8} files"
+    for status in c:
+        yield f"{status:<15} {c[status]:>8} files"
     yield (f"hashed {report.hashed_files} files, {human(report.hashed_bytes)} in {report.hash_seconds:.2f} s "
            f"({report.rate / 1e6:.1f} MB/s, {report.jobs} threads); {report.cached_files} from the checksum cache")
+    by_etag = report.ok_by_etag
+    if by_etag:
+        multipart = sum("multipart" in c.detail for c in by_etag)
+        yield f"ok by their S3 ETag (no manifest lists them): {len(by_etag)} files, {multipart} of them multipart"
     for chk in report.by_status("mismatched")[:50]:
         why = chk.detail or f"expected {chk.expected}, got {chk.actual}"
         yield f"  MISMATCHED {chk.relpath}: {why}"
-    for status in ("missing", "unlisted", "unverifiable"):
+    for status in ("refused", "missing", "unlisted", "unverifiable"):
         items = [chk for chk in report.checks if chk.status == status]
         for chk in items[:20]:
             yield f"  {status.upper()} {chk.relpath}{': ' + chk.detail if chk.detail else ''}"
         if len(items) > 20:
             yield f"  ... and {len(items) - 20} more {status} (see --json)"
+    yield from _coverage(report)
     for problem in report.problems[:20]:
         yield f"  problem: {problem}"
     for note in report.notes:
         yield f"  note: {note}"
+
+
+def _coverage(report: VerifyReport) -> Iterator[str]:
+    """The files a manifest lists that S3 does not hold, per subject and package, then the first paths."""
+    absent = report.absent_from_s3
+    if not absent:
+        return
+    yield f"listed in a manifest, absent from S3: {len(absent)} file(s)"
+    for subject, packages in report.coverage.items():
+        for package, n in packages.items():
+            yield f"  {subject}  {package or '(no package)'}: {n} file(s)"
+    for a in absent[:20]:
+        yield f"  ABSENT_FROM_S3 {a.path}"
+    if len(absent) > 20:
+        yield f"  ... and {len(absent) - 20} more absent from S3 (see --json)"
 
 
 def _status(st: JournalStatus) -> Iterator[str]:
@@ -198,7 +218,7 @@ def _repair(rep: RepairReport) -> Iterator[str]:
 
 _BY_NAME: dict[str, Callable[[Any], Iterator[str]]] = {
     "hcpsync.planfile.Plan": _plan,
-    "hcpsync.verify.tree.VerifyReport": _verify,
+    "hcpsync.verify.report.VerifyReport": _verify,
     "hcpsync.journal.status.JournalStatus": _status,
     "hcpsync.verify.packages.PackagesReport": _packages,
     "hcpsync.doctor.DoctorReport": _doctor,

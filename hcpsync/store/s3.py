@@ -174,7 +174,7 @@ class S3Storage:
     async def head(self, bucket: str, key: str) -> ObjectInfo:
         resp = await self._request(partial(self._client.head_object, Bucket=bucket, Key=key, **self._extra()), bucket, key)
         return ObjectInfo(key=key, size=int(resp["ContentLength"]), etag=str(resp.get("ETag", "")).strip('"'),
-                          encrypted=resp.get("Encrypted"))
+                          encrypted=bool(resp.get("Encrypted", False)))
 
     async def part_size(self, bucket: str, key: str) -> int | None:
         """The size of part 1 of a multipart upload (one HEAD ``?partNumber=1``), or None when the

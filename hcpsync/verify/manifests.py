@@ -193,6 +193,7 @@ def _is_manifest_of(key: str, prefix: str) -> bool:
 def load_local_manifests(dest: str | os.PathLike[str], subjects: Sequence[str]) -> ManifestSet:
     """Read the manifests already under ``DEST/<subject>/.xdlm/`` (no network)."""
     root = Path(dest)
+    inside = os.path.join(os.path.realpath(root), "")
     by_subject: dict[str, list[Manifest]] = {}
     problems: list[str] = []
     for subject in dict.fromkeys(subjects):
@@ -206,6 +207,10 @@ def load_local_manifests(dest: str | os.PathLike[str], subjects: Sequence[str]) 
         for name in names:
             path = folder / name
             if not is_manifest_key(f"{subject}/{MANIFEST_DIR}/{name}") or not path.is_file():
+                continue
+            real = os.path.realpath(path)
+            if not real.startswith(inside):  # a symlink out of the tree (a DataLad tree's stay inside)
+                problems.append(f"manifest {name}: symlink to {real} outside the tree: not followed")
                 continue
             try:
                 if path.stat().st_size > MANIFEST_MAX_BYTES:
