@@ -76,6 +76,7 @@ async def plan(
     save: str | os.PathLike[str] | None = None,
     on_unit: Callable[[PlanTable, int], None] | None = None,
     shard: Shard | None = None,
+    coverage: bool = False,
     **access: Unpack[S3Access],
 ) -> Plan:
     """List what ``selection`` covers (``--package`` resolved through the manifests): a
@@ -85,12 +86,15 @@ async def plan(
     again).  ``on_unit(table, unit)``: called when a listing unit (a folder) is planned, its rows
     final (``table.page(unit, ...)``; ``table.totals`` so far).
     ``config.list_concurrency`` listings run at once.  ``shard``: only that part of the selection.
+    ``coverage``: fetch the subjects' ``.xdlm`` manifests (one GET each) for :attr:`Plan.absent`,
+    the files they list that S3 does not have; it is known without it with ``packages`` or ``save``.
     """
     opts = _storage_options(access)
     cfg = config or TransferConfig()
     async with S3Storage(opts, cfg) as s3:
         return await build_plan(s3, selection, concurrency=cfg.list_concurrency,
-                                save=os.fspath(save) if save is not None else None, on_unit=on_unit, shard=shard)
+                                save=os.fspath(save) if save is not None else None, on_unit=on_unit, shard=shard,
+                                coverage=coverage)
 
 
 async def pull(
@@ -106,6 +110,7 @@ async def pull(
     verify: bool = True,
     shard: Shard | None = None,
     space_check: bool = True,
+    checksum: bool = False,
     **access: Unpack[S3Access],
 ) -> PullReport:
     """Download a selection (or a ready plan: :func:`plan`'s, or :meth:`Plan.load` of a saved one,
@@ -122,6 +127,12 @@ async def pull(
     ``sync_interval``: seconds between sync points that make journal records power-loss safe.
     ``verify``: check each file's MD5 (from the subjects' ``.xdlm`` manifests, else a plain-MD5
     S3 ETag) before it reaches its final path; mismatches are fetched again, then failed.
+    ``checksum``: a file already at its final path with the planned size is checked too (manifest
+    MD5, else S3 ETag; hashed on every core, the journal's cached MD5s reused) and fetched again
+    only if it differs; without it, its size alone decides (a same-size stale file is kept).
+    The report's ``checksum`` says what was hashed and found different.  ``absent``: the files
+    the manifests list within the selection that S3 does not have (not failures), known when the
+    manifests were loaded (``packages``, ``checksum``, or any file downloaded), else None.
     ``shard``: pull only that :class:`~hcpsync.shard.Shard` of the selection (with its own journal
     and lock under ``DEST/.hcpsync/shards/``; shards of one destination run at once).
     ``space_check``: before the first byte of each part of the plan (of a saved plan, the whole),
@@ -135,7 +146,10 @@ async def pull(
         storage=_storage_options(access),
         progress=progress, listener=on_outcome, journal=journal, reset_journal=reset_journal,
         sync_interval=sync_interval, verify=verify, shard=shard, space_check=space_check,
+        checksum=checksum,
     )
+    if checksum and not verify:
+        raise UsageError("checksum=True checks files against their checksums: it does not go with verify=False")
     if shard is not None and not isinstance(journal, bool):
         raise UsageError("a shard keeps its journal in DEST/.hcpsync/shards/: --journal PATH does not go with --shard")
     return await run_pull(selection, dest, opts)
@@ -280,7 +294,8 @@ async def repair(
         return await check(sel, dest, full=full, jobs=jobs, config=cfg, progress=progress, storage=storage)
 
     async def fetch(objects: Sequence[PlannedObject]) -> PullReport:
-        return await pull(Plan.build(sel, objects), dest, config=cfg, progress=pull_progress, storage=storage)
+        return await pull(Plan.build(sel, objects), dest, config=cfg, progress=pull_progress, storage=storage,
+                          checksum=True)
 
     async with S3Storage(storage, cfg) as s3:
         return await run_repair(again, s3, sel, fetch, cfg)

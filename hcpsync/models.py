@@ -225,6 +225,43 @@ class Part:
         return self.end - self.start
 
 
+@dataclass(frozen=True, slots=True)
+class Absent:
+    """A file a subject's ``.xdlm`` manifest lists, within the selection, that S3 does not have
+    (so no plan holds it): ``path`` relative to the release, its ``subject`` and ``package``."""
+
+    path: str
+    subject: str
+    package: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"path": self.path, "subject": self.subject, "package": self.package}
+
+
+def coverage_counts(absent: Iterable[Absent]) -> dict[str, dict[str, int]]:
+    """subject -> package -> how many of its files are absent from S3."""
+    out: dict[str, dict[str, int]] = {}
+    for a in absent:
+        per = out.setdefault(a.subject, {})
+        per[a.package] = per.get(a.package, 0) + 1
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ChecksumCounts:
+    """What ``pull --checksum`` found of the files already at their final path: files ``hashed``
+    (and their ``bytes``; cached checksums are not hashed again), how many ``differed`` (fetched
+    again), and how many could not be checked (``unverifiable``: kept)."""
+
+    hashed: int = 0
+    bytes: int = 0
+    differed: int = 0
+    unverifiable: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return {"hashed": self.hashed, "bytes": self.bytes, "differed": self.differed, "unverifiable": self.unverifiable}
+
+
 @dataclass(frozen=True)
 class PullReport:
     """What a pull did.  ``ok`` is True when no object failed."""
@@ -247,6 +284,10 @@ class PullReport:
     journal: str | None = None
     #: worker processes that fetched parts (0: every byte came through this process)
     workers: int = 0
+    #: ``checksum=True`` (``--checksum``): what checking the files already present found
+    checksum: ChecksumCounts | None = None
+    #: manifest files within the selection that S3 does not have (None: no manifest was loaded)
+    absent: tuple[Absent, ...] | None = None
 
     @property
     def ok(self) -> bool:
@@ -275,6 +316,9 @@ class PullReport:
             "requests": self.requests,
             "retries": self.retries,
             "workers": self.workers,
+            "checksum": self.checksum.to_json() if self.checksum is not None else None,
+            "absent_from_s3": [a.to_json() for a in self.absent] if self.absent is not None else None,
+            "coverage": coverage_counts(self.absent) if self.absent is not None else None,
             "notes": list(self.notes),
         }
 

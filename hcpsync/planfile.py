@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import HcpsyncError, UsageError
-from .models import ObjectInfo, PlannedObject, Rejected, Selection
+from .models import Absent, ObjectInfo, PlannedObject, Rejected, Selection, coverage_counts
 
 #: what ``meta.kind`` says in a saved plan
 PLAN_KIND = "hcpsync-plan"
@@ -33,8 +33,10 @@ class Plan:
     :attr:`objects` (or :meth:`iter_objects`) for the objects, in key order."""
 
     def __init__(self, selection: Selection, path: Path, gen: int, notes: Sequence[str] = (), *,
-                 files: int, total_bytes: int, temporary: bool = False) -> None:
+                 files: int, total_bytes: int, temporary: bool = False, absent: Sequence[Absent] | None = None) -> None:
         self.selection = selection
+        #: the manifests' files within the selection that S3 does not have (None: manifests not fetched)
+        self.absent: tuple[Absent, ...] | None = tuple(absent) if absent is not None else None
         self.path = path
         self.gen = gen
         self.notes: tuple[str, ...] = tuple(notes)
@@ -97,7 +99,7 @@ class Plan:
         if selection is None:
             raise UsageError(f"the plan {p} has no valid selection: make it again")
         return cls(selection, p, int(meta["gen"]), json.loads(meta.get("notes", "[]")),
-                   files=int(meta["files"]), total_bytes=int(meta["bytes"]))
+                   files=int(meta["files"]), total_bytes=int(meta["bytes"]), absent=_absent_of(meta.get("absent")))
 
     def manifest_keys(self) -> dict[str, list[ObjectInfo]] | None:
         """subject -> its manifests' objects, as listed when the plan was saved (None: not recorded)."""
@@ -223,6 +225,8 @@ class Plan:
             "bytes": self.total_bytes,
             "subjects": {s: {"files": n, "bytes": b} for s, (n, b) in self.per_subject().items()},
             "rejected": [{"key": r.key, "reason": r.reason} for r in self.rejected],
+            "absent_from_s3": [a.to_json() for a in self.absent] if self.absent is not None else None,
+            "coverage": coverage_counts(self.absent) if self.absent is not None else None,
             "notes": list(self.notes),
         }
         if with_objects:
@@ -262,6 +266,14 @@ def _folder(rest: str) -> str:
     return "/".join(parts[:2]) if parts else "."
 
 
+def _absent_of(text: str | None) -> tuple[Absent, ...] | None:
+    """The coverage a saved plan recorded (None: not recorded, or not readable)."""
+    try:
+        return tuple(Absent(d["path"], d["subject"], d["package"]) for d in json.loads(text)) if text else None
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
 def scratch_plan_path() -> Path:
     """A new file for a temporary plan, in a folder of its own (removed with it)."""
     return Path(tempfile.mkdtemp(prefix="hcpsync-plan-")) / "plan.sqlite"
@@ -285,13 +297,16 @@ def record_manifest_keys(db: Any, listed: dict[str, list[ObjectInfo]]) -> None:
     db.execute("INSERT OR REPLACE INTO meta VALUES ('manifests', 'listed')")
 
 
-def write_meta(db: Any, selection: Selection, gen: int, notes: Sequence[str], files: int, nbytes: int) -> None:
+def write_meta(db: Any, selection: Selection, gen: int, notes: Sequence[str], files: int, nbytes: int,
+               absent: Sequence[Absent] | None = None) -> None:
     """Mark the plan file complete: what it plans, for :meth:`Plan.load`."""
     from . import __version__
 
     meta = {"kind": PLAN_KIND, "gen": str(gen), "selection": json.dumps(selection.to_json()),
             "notes": json.dumps(list(notes)), "files": str(files), "bytes": str(nbytes), "listing": "complete",
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "hcpsync": __version__}
+    if absent is not None:
+        meta["absent"] = json.dumps([a.to_json() for a in absent])
     db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(meta.items()))
     with contextlib.suppress(HcpsyncError):  # one self-contained file, to copy or move
         db.execute("PRAGMA journal_mode=DELETE")

@@ -42,5 +42,5 @@ def make_verifier(
             verifier.extra_notes(keep_manifests(mset, dest, planned()))
         return mset
 
-    verifier = PullVerifier(None, cache, loader=load)
+    verifier = PullVerifier(None, cache, loader=load, store=storage, bucket=selection.bucket)
     return verifier

@@ -8,7 +8,8 @@ are planned, so the first byte moves after the first listing page, whatever the 
 
 The pool's outcomes go to the journal (what is done), the verifier (checksums verified) and
 the caller's listener; objects that changed on the server mid-pull or failed their checksum
-get more rounds here.
+get more rounds (:mod:`.rounds`).  With ``checksum``, each batch's files already present are
+checked before the pool sees the batch (:mod:`.verify.localcheck`).
 """
 
 from __future__ import annotations
@@ -18,41 +19,39 @@ import contextlib
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .config import TransferConfig
 from .dest import claim_source, prepare_dest, prepare_state_dir
 from .engine.events import Listener
 from .engine.limits import fit_to_fd_limit
-from .engine.pool import PoolResult, TransferPool
 from .engine.procs import WorkerSet, usable_cores
 from .engine.progress import Progress, ProgressCallback
-from .errors import DestinationError, EtagMismatchError, HcpsyncError, ObjectChangedError, VerificationError
+from .errors import DestinationError
 from .journal import Journal
 from .journal.checksums import JournalChecksums
 from .journal.plan import PlanFeed, PlanRow, PlanTable
 from .journal.resume import JournalGate, check_partials
 from .journal.session import PullSession
-from .models import PlannedObject, PullReport, Rejected, Selection
+from .models import Absent, PlannedObject, PullReport, Selection
 from .paths import STATE_DIR
 from .planfile import Plan, open_plan_db, scratch_plan_path
+from .planning.coverage import absent_from_s3
 from .planning.listing import Planned, plan_into
 from .planning.schedule import schedule
 from .planning.select import in_scope
 from .preflight import Free, InsufficientSpaceError, SpaceCheck
 from .prepare import make_verifier
+from .pullreport import PlanSummary, pull_report
+from .rounds import PoolFactory, Rounds, run_rounds
 from .shard import SHARDS_DIR, Shard
-from .store import ObjectStore, S3Storage, StorageOptions
+from .store import S3Storage, StorageOptions
 from .verify.cache import VerifiedCache
 from .verify.checker import PullVerifier
+from .verify.localcheck import ChecksumPass
 from .verify.manifests import ManifestSet
-
-#: extra rounds for objects that changed on the server mid-pull or failed verification
-REFETCH_ROUNDS = 2
-#: ... and for a mismatch with an S3 ETag: a weak signal (SSE-KMS/SSE-C ETags are no MD5s)
-ETAG_REFETCH_ROUNDS = 1
 
 
 @dataclass(frozen=True)
@@ -71,14 +70,8 @@ class PullOptions:
     shard: Shard | None = None
     #: refuse to start (or go on) when DEST has less space or fewer inodes free than the plan needs
     space_check: bool = True
-
-
-@dataclass
-class _Rounds:
-    """What the pool rounds of one pull add up to."""
-
-    result: PoolResult = field(default_factory=PoolResult)
-    notes: list[str] = field(default_factory=list)
+    #: check files already present by checksum, not size alone (see :mod:`hcpsync.verify.localcheck`)
+    checksum: bool = False
 
 
 @dataclass
@@ -137,19 +130,21 @@ async def _run_pull(source: Selection | Plan, root: Path, opts: PullOptions, fre
             session.start_sync_points(opts.sync_interval)
             try:
                 rounds, planned = await run.go()
+                absent = await run.coverage(planned) if rounds.result.fatal is None else None
             finally:
                 await session.stop_sync_points()
             notes += planned.notes + (jnl.plan_notes(table) if jnl is not None else [])
             rounds.result.retries += s3.stats.retries
             requests = s3.stats.requests + run.remote_requests
-            planned_totals = _PlanSummary(table.totals.files, table.totals.bytes, table.rejected())
+            planned_totals = PlanSummary(table.totals.files, table.totals.bytes, table.rejected())
         if rounds.result.fatal is not None:
             session.finish(f"stopped: {rounds.result.fatal}", {})
             raise rounds.result.fatal
         seen = set(notes)
         notes += rounds.notes + run.remote_notes + [n for n in (run.verifier.notes if run.verifier else []) if n not in seen]
-        report = replace(_report(planned_totals, rounds.result, notes, run.verifier, requests, time.monotonic() - t0),
-                         dest=str(root), journal=str(jnl.path) if jnl is not None else None, workers=run.workers)
+        report = replace(pull_report(planned_totals, rounds.result, notes, run.verifier, requests, time.monotonic() - t0),
+                         dest=str(root), journal=str(jnl.path) if jnl is not None else None, workers=run.workers,
+                         checksum=run.checks.counts if run.checks is not None else None, absent=absent)
         session.finish("complete" if report.ok else f"{len(report.failed)} failed", {
             "transferred_files": report.transferred_files, "transferred_bytes": report.transferred_bytes,
             "failed": len(report.failed)})
@@ -201,6 +196,9 @@ class _Run:
         self.verifier = self._verifier(cache) if opts.verify else None
         self.space = SpaceCheck(root, Free.at(root), live=not isinstance(source, Plan)) if opts.space_check else None
         self._fetching = False  # a batch went to the pool
+        self.checks = ChecksumPass(self.verifier, root, self.gate) if self.verifier and opts.checksum else None
+        if self.verifier is not None and self.checks is not None:
+            self.verifier.local = self.checks.verdict
         self.workers = 0
         self.remote_requests = 0
         self.remote_notes: list[str] = []
@@ -215,7 +213,7 @@ class _Run:
                              listed=source.manifest_keys() if isinstance(source, Plan) else None,
                              subjects=shard.subjects(sel.subjects) if shard is not None else None)
 
-    async def go(self) -> tuple[_Rounds, Planned]:
+    async def go(self) -> tuple[Rounds, Planned]:
         """Plan and fetch; the listing's error (an unknown subject) stops the fetching too, and a
         stop of the fetching (a full disk) the listing."""
         if self.space is not None and isinstance(self.source, Plan):
@@ -230,8 +228,20 @@ class _Run:
             await asyncio.gather(producer, return_exceptions=True)
             if not self._manifests.done():
                 self._manifests.set_result(None)
+            if self.checks is not None:
+                self.checks.pool.close()
         self.progress.finish()
         return rounds, planned
+
+    async def coverage(self, planned: Planned) -> tuple[Absent, ...] | None:
+        """The manifests' files S3 does not have, when the manifests were loaded (``--package``,
+        ``--checksum``, or a file downloaded); None otherwise (no manifest request for it)."""
+        if self.checks is not None and self.verifier is not None:
+            await self.verifier.ready()
+        found = planned.manifests.manifests if planned.manifests is not None else None
+        if found is None and self.verifier is not None:
+            found = self.verifier.manifests
+        return absent_from_s3(found, self.selection, self.table, self.opts.shard) if found is not None else None
 
     async def _produce(self) -> Planned:
         try:
@@ -267,18 +277,21 @@ class _Run:
                 self.fresh.planned = False
             raise
 
-    def _batch(self, batch: Sequence[PlannedObject]) -> None:
-        """A batch of the plan goes to the pool: a plan still listed is space-checked unit by unit."""
+    async def _batch(self, batch: Sequence[PlannedObject]) -> None:
+        """A batch of the plan goes to the pool: a plan still listed is space-checked unit by unit;
+        with ``--checksum``, the files of the batch already present are checked."""
         if self.space is not None and not isinstance(self.source, Plan):
             self._preflight(batch)
         self._fetching = True
+        if self.checks is not None:
+            await self.checks.batch(batch)
 
-    async def _fetch(self) -> _Rounds:
+    async def _fetch(self) -> Rounds:
         listeners: list[Listener] = [x for x in (self.gate, self.verifier, self.opts.listener) if x is not None]
         async with _workers(self.cfg, self.s3, self.selection.bucket) as remote:
-            pool = _PoolFactory(self.s3, self.selection.bucket, self.root, self.cfg, self.progress, self.gate,
+            pool = PoolFactory(self.s3, self.selection.bucket, self.root, self.cfg, self.progress, self.gate,
                                 self.verifier, listeners, remote)
-            rounds = await _run_rounds(pool, _Scheduled(self.feed, self.cfg, self._batch), self.cfg.retries)
+            rounds = await run_rounds(pool, _Scheduled(self.feed, self.cfg, self._batch), self.cfg.retries)
             if remote is not None:
                 self.remote_requests, self.workers, self.remote_notes = remote.requests, len(remote.used), remote.notes
         return rounds
@@ -311,9 +324,11 @@ class _Relpaths:
 
 class _Scheduled:
     """The plan's batches as the pool takes them: in each, ranged objects first, largest first;
-    each seen by ``before`` first (the space check), which may raise to stop the pull."""
+    each seen by ``before`` first (the space check, then ``--checksum``'s check of the files already
+    present), which may raise to stop the pull."""
 
-    def __init__(self, feed: PlanFeed, cfg: TransferConfig, before: Callable[[Sequence[PlannedObject]], None]) -> None:
+    def __init__(self, feed: PlanFeed, cfg: TransferConfig,
+                 before: Callable[[Sequence[PlannedObject]], Awaitable[None]]) -> None:
         self.feed, self.cfg, self.before = feed, cfg, before
 
     def __aiter__(self) -> _Scheduled:
@@ -321,7 +336,7 @@ class _Scheduled:
 
     async def __anext__(self) -> Sequence[PlannedObject]:
         batch = await anext(self.feed)
-        self.before(batch)
+        await self.before(batch)
         return schedule(batch, self.cfg)
 
 
@@ -350,25 +365,6 @@ def shard_filter(plan: Plan, shard: Shard | None) -> Callable[[PlannedObject], b
     return keep
 
 
-@dataclass(frozen=True)
-class _PoolFactory:
-    """Makes the pool of each round (the same collaborators every time)."""
-
-    s3: ObjectStore
-    bucket: str
-    root: Path
-    config: TransferConfig
-    progress: Progress
-    gate: JournalGate | None
-    verifier: PullVerifier | None
-    listeners: Sequence[Listener]
-    remote: WorkerSet | None
-
-    def __call__(self) -> TransferPool:
-        return TransferPool(self.s3, self.bucket, self.root, self.config, self.progress,
-                            gate=self.gate, checker=self.verifier, listeners=self.listeners, remote=self.remote)
-
-
 @contextlib.asynccontextmanager
 async def _workers(cfg: TransferConfig, s3: S3Storage, bucket: str) -> AsyncIterator[
     WorkerSet | None
@@ -380,85 +376,3 @@ async def _workers(cfg: TransferConfig, s3: S3Storage, bucket: str) -> AsyncIter
         return
     async with WorkerSet(count, s3.endpoint(), s3.frozen_keys, cfg, bucket, eager=cfg.workers is not None) as ws:
         yield ws
-
-
-async def _run_rounds(make_pool: _PoolFactory, objects: Sequence[PlannedObject] | _Scheduled, retries: int) -> _Rounds:
-    """Run the pool; objects that changed mid-pull or failed their checksum get more rounds."""
-    out = _Rounds()
-    rounds = min(retries, REFETCH_ROUNDS)  # --retries 0: no second round either
-    for round_no in range(rounds + 1):
-        res = await make_pool().run(objects)
-        _add(out.result, res)
-        again: list[PlannedObject] = []
-        for obj, err in res.failures:
-            retry = None
-            if res.fatal is None:
-                retry = await _again(make_pool, obj, err, round_no, rounds, out)
-            else:
-                out.result.failures.append((obj, err))
-            if retry is not None:
-                again.append(retry)
-        if not again or res.fatal is not None:
-            break
-        objects = again
-    return out
-
-
-async def _again(make_pool: _PoolFactory, obj: PlannedObject, err: HcpsyncError, round_no: int, rounds: int,
-                 out: _Rounds) -> PlannedObject | None:
-    """The object to fetch again in the next round after ``err``, or None (then it failed)."""
-    prog = make_pool.progress
-    if round_no < rounds and isinstance(err, ObjectChangedError):
-        try:
-            info = await make_pool.s3.head(make_pool.bucket, obj.key)
-        except HcpsyncError as head_err:
-            out.result.failures.append((obj, head_err))
-            return None
-        out.notes.append(f"{obj.key} changed on the server during the pull; fetched again")
-        prog.again(0)
-        return PlannedObject(obj.key, info.size, info.etag, obj.relpath)
-    extra = min(rounds, ETAG_REFETCH_ROUNDS) if isinstance(err, EtagMismatchError) else rounds
-    if round_no < extra and isinstance(err, VerificationError):
-        out.notes.append(f"{obj.key} failed verification ({err}); fetched again")
-        prog.again(obj.size)  # its bytes were counted; they come again
-        return obj
-    out.result.failures.append((obj, err))
-    return None
-
-
-def _add(total: PoolResult, res: PoolResult) -> None:
-    total.transferred_files += res.transferred_files
-    total.transferred_bytes += res.transferred_bytes
-    total.skipped_files += res.skipped_files
-    total.skipped_bytes += res.skipped_bytes
-    total.retries += res.retries
-    total.fatal = res.fatal
-
-
-@dataclass(frozen=True)
-class _PlanSummary:
-    """What the plan of a run came to: files and bytes planned, keys refused."""
-
-    files: int
-    bytes: int
-    rejected: list[Rejected]
-
-
-def _report(planned: _PlanSummary, res: PoolResult, notes: list[str], verifier: PullVerifier | None, requests: int,
-            elapsed: float) -> PullReport:
-    failed = [*planned.rejected, *res.failed()]
-    return PullReport(
-        planned_files=planned.files,
-        planned_bytes=planned.bytes,
-        transferred_files=res.transferred_files,
-        transferred_bytes=res.transferred_bytes,
-        skipped_files=res.skipped_files,
-        skipped_bytes=res.skipped_bytes,
-        failed=tuple(failed),
-        elapsed=elapsed,
-        retries=res.retries,
-        requests=requests,
-        notes=tuple(notes),
-        verified_files=verifier.verified_files if verifier is not None else 0,
-        unverified_files=verifier.unverified_files if verifier is not None else 0,
-    )

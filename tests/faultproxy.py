@@ -44,6 +44,7 @@ RequestKind = Literal["list", "get", "head", "put", "other"]
 FaultKind = Literal[
     "slowdown", "internal", "reset", "short", "stall", "wrong_range", "mutate", "list_fail", "delay", "denied",
     "list_loop", "list_no_token", "fake_etag", "chunked", "gzip", "weak_etag", "redirect", "drip", "hold",
+    "corrupt",
 ]
 KINDS: tuple[str, ...] = get_args(RequestKind)
 FAULTS: tuple[str, ...] = get_args(FaultKind)
@@ -169,6 +170,8 @@ class Rule:
     * ``drip`` -- forward, sending the body at ``drip_rate`` bytes/s (ends early when the proxy stops).
     * ``hold`` -- wait until the proxy has received a GET (then forward), or ``stall_seconds``
       passed (then forward, counted in ``faults['hold_timeout']``).  Default kinds: list.
+    * ``corrupt`` -- forward, with one byte of the body flipped (the first byte of its first
+      chunk): same length, same headers, other bytes, as a corruption in transit.
     """
 
     fault: FaultKind
@@ -584,9 +587,12 @@ class FaultProxy:
             try:
                 writer = await resp.prepare(request)
                 if limit is None:
+                    flip = fault == "corrupt"
                     async for chunk in upstream.content.iter_any():
                         if count:  # counted before the write so a client never sees uncounted bytes
                             self._add_bytes(len(chunk))
+                        if flip and chunk:
+                            chunk, flip = bytes([chunk[0] ^ 0xFF]) + chunk[1:], False
                         if rule is None or fault != "drip":
                             await resp.write(chunk)
                         elif not await self._drip(resp, chunk, rule.drip_rate):

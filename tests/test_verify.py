@@ -35,7 +35,7 @@ from hcpsync.demo.synth import (
 )
 from hcpsync.engine.events import FileDone, FileSkipped
 from hcpsync.errors import SelectionError, UsageError, VerificationError
-from hcpsync.models import PlannedObject
+from hcpsync.models import Absent, PlannedObject
 from hcpsync.store.s3 import StorageOptions
 from hcpsync.verify import MemoryVerifiedCache, PullVerifier, list_packages, verify_tree
 from hcpsync.verify.hashing import HashStopped, etag_md5, md5_file
@@ -310,14 +310,14 @@ def test_package_selects_exactly_its_files(
     assert doc["verified"] == len(unproc) and doc["planned"]["files"] == len(unproc)
 
 
-async def test_package_file_missing_from_s3_is_a_plan_note(moto_url: str, bucket: str) -> None:
+async def test_package_file_missing_from_s3_is_in_the_plan_coverage(moto_url: str, bucket: str) -> None:
     files = small_release(["100307"])
     gone = "100307/MNINonLinear/Results/tfMRI_MOTOR_RL/Movement_Regressors.txt"
     fast_put(bucket, {f.key: f.data() for f in files if f.relpath(REL) != gone})
     p = await plan(Selection(subjects=["100307"], bucket=bucket, packages=[PKG_MOTOR_PREPROC]), endpoint_url=moto_url)
     assert {o.relpath for o in p.objects} == package_relpaths(files)[PKG_MOTOR_PREPROC] - {gone}
-    [note] = p.notes
-    assert note.startswith(gone) and "100307_3T_tfMRI_MOTOR_preproc.json" in note and "not found" in note
+    assert p.absent == (Absent(gone, "100307", PKG_MOTOR_PREPROC),) and not p.notes  # its own category, not a note
+    assert p.to_json(with_objects=False)["coverage"] == {"100307": {PKG_MOTOR_PREPROC: 1}}
 
 
 def test_cli_unknown_package_is_one_line(

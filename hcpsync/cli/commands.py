@@ -15,6 +15,7 @@ from ..errors import HcpsyncError, UsageError
 from ..text import say
 from .codes import EXIT_FAILED, EXIT_OK
 from .options import (
+    check_checksum_args,
     check_dask_args,
     config_from,
     dest_from,
@@ -60,11 +61,12 @@ async def cmd_plan(args: argparse.Namespace) -> int:
     from ..config import TransferConfig
 
     return await show_plan(args, selection_from(args), TransferConfig(**list_concurrency(args)), storage_from(args),
-                           save=args.save)
+                           save=args.save, coverage=args.coverage)
 
 
 async def show_plan(args: argparse.Namespace, source: Selection | Plan, config: TransferConfig,
-                    storage: StorageOptions, save: str | None = None, shard: Shard | None = None) -> int:
+                    storage: StorageOptions, save: str | None = None, shard: Shard | None = None,
+                    coverage: bool = False) -> int:
     """The plan's summary; or (``--json``) JSON Lines, each listing unit's objects printed as it is
     planned, so ``plan --json | head`` answers at once.  A reader that goes away ends the listing:
     exit 0.  ``source``: a selection to list, or a saved plan (``pull --plan FILE --dryrun``)."""
@@ -79,7 +81,7 @@ async def show_plan(args: argparse.Namespace, source: Selection | Plan, config: 
             if lines is not None:
                 lines.objects(plan)
         else:
-            plan = await api.plan(source, config=config, storage=storage, save=save, shard=shard,
+            plan = await api.plan(source, config=config, storage=storage, save=save, shard=shard, coverage=coverage,
                                   on_unit=lines.unit if lines is not None else None)
         try:
             if lines is not None:
@@ -111,6 +113,7 @@ async def cmd_pull(args: argparse.Namespace) -> int:
     cfg, opts = config_from(args), storage_from(args)
     sel: Selection | Plan = saved if saved is not None else selection_from(args)
     journal, dest = journal_from(args), dest_from(args)
+    check_checksum_args(args)
     if args.dryrun:  # aws-cli's --dryrun: what would be fetched, nothing written (as `hcpsync plan`)
         if saved is not None and shard is not None:
             raise UsageError("--dryrun of a saved plan shows the whole plan: drop --shard")
@@ -122,7 +125,7 @@ async def cmd_pull(args: argparse.Namespace) -> int:
             with progress_bar(args) as bar:
                 report = await api.pull(sel, dest, config=cfg, storage=opts, progress=bar, shard=shard,
                                         journal=journal, reset_journal=args.reset_journal, verify=not args.no_verify,
-                                        space_check=not args.no_space_check)
+                                        space_check=not args.no_space_check, checksum=args.checksum)
     except asyncio.CancelledError:
         if args.json:  # a JSON reader still gets a document: where things stand
             render_interrupted(dest, None if journal is False else journal)

@@ -128,6 +128,15 @@ def check_dask_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--shards {args.shards}: the number of shards must be at least 1")
 
 
+def check_checksum_args(args: argparse.Namespace) -> None:
+    """``--checksum`` checks files by checksum: not with ``--no-verify``, nor (yet) ``--dask``."""
+    if not args.checksum:
+        return
+    clash = [opt for opt, on in (("--no-verify", args.no_verify), ("--dask", args.dask is not None)) if on]
+    if clash:
+        raise UsageError(f"--checksum does not go with {' or '.join(clash)}: drop one")
+
+
 def plan_source(args: argparse.Namespace) -> Plan | None:
     """The saved plan of ``pull --plan FILE`` (None without): it gives the selection, so no
     selection option may come with it."""

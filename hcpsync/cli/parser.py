@@ -130,6 +130,9 @@ def _add_plan(sub: Any) -> None:
     p.add_argument("--json", action="store_true",
                    help="print JSON Lines: one object a line as it is planned, then a summary line")
     p.add_argument("--save", metavar="FILE", help="write the plan to FILE (SQLite) for 'pull --plan FILE': no listing again")
+    p.add_argument("--coverage", action="store_true",
+                   help="fetch the subjects' .xdlm manifests (one GET each) and report the files they list that S3 "
+                        "does not have (done anyway with --package or --save)")
     p.add_argument("--list-concurrency", type=int, default=None, metavar="N", help=_LIST_HELP)
 
 
@@ -162,6 +165,9 @@ def _add_pull(sub: Any) -> None:
     p.add_argument("--no-verify", action="store_true", help="do not check MD5s against the .xdlm manifests / S3 ETags (size only)")
     p.add_argument("--no-space-check", action="store_true",
                    help="do not refuse to start when DEST has less space or fewer inodes free than the plan still needs")
+    p.add_argument("--checksum", action="store_true",
+                   help="check files already in DEST by checksum, not size alone (manifest MD5, else S3 ETag; hashed "
+                        "on every core, checksums cached in the journal reused), and fetch again those that differ")
     g = p.add_argument_group("journal (resume)")
     g.add_argument("--journal", metavar="PATH", help=_JOURNAL_HELP)
     g.add_argument("--reset-journal", action="store_true", help="start a new journal (complete files are still skipped)")

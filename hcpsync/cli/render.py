@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import singledispatch
 from typing import TYPE_CHECKING, Any, TextIO, TypeAlias
 
-from ..models import PullReport, Selection
+from ..models import Absent, ChecksumCounts, PullReport, Selection, coverage_counts
 from ..text import human, say
 
 if TYPE_CHECKING:  # each is imported by the command that makes it: rendering imports none of them
@@ -73,6 +73,26 @@ def _plan(plan: Plan) -> Iterator[str]:
         yield f"  ... and {len(rejected) - 50} more refused (see --json)"
     for note in plan.notes:
         yield f"  note: {note}"
+    if plan.absent is None:
+        yield "  coverage: not compared with the .xdlm manifests (hcpsync plan --coverage does: one GET a manifest)"
+    else:
+        yield from _absent_lines(plan.absent)
+
+
+def _absent_lines(absent: Sequence[Absent]) -> Iterator[str]:
+    """Files the manifests list that S3 does not have: counts per subject and package, then the first paths."""
+    yield f"{'absent':<12} {len(absent):>8} files  listed in the .xdlm manifests, not on S3 (not failures)"
+    for subject, packages in coverage_counts(absent).items():
+        yield f"  {subject}: " + ", ".join(f"{pkg} {n}" for pkg, n in packages.items())
+    for a in absent[:20]:
+        yield f"  ABSENT {a.path} ({a.package})"
+    if len(absent) > 20:
+        yield f"  ... and {len(absent) - 20} more absent from S3 (see --json)"
+
+
+def _checksum_line(c: ChecksumCounts) -> str:
+    return (f"{'checksum':<12} {c.hashed:>8} files  {human(c.bytes):>11} hashed; {c.differed} differed (fetched "
+            f"again), {c.unverifiable} unverifiable (kept)")
 
 
 @text_lines.register
@@ -87,12 +107,16 @@ def _pull(report: PullReport) -> Iterator[str]:
     yield f"{'failed':<12} {len(report.failed):>8} files"
     if report.verified_files or report.unverified_files:
         yield f"{'verified':<12} {report.verified_files:>8} files  ({report.unverified_files} size-checked only)"
+    if report.checksum is not None:
+        yield _checksum_line(report.checksum)
     yield (f"elapsed {report.elapsed:.2f} s, mean rate {human(report.rate)}/s, "
            f"{report.requests} requests, {report.retries} retries")
     for f in report.failed[:10]:
         yield f"  FAILED {f.key}: {f.reason}"
     if len(report.failed) > 10:
         yield f"  ... and {len(report.failed) - 10} more (see --json)"
+    if report.absent:
+        yield from _absent_lines(report.absent)
     for note in report.notes[:20]:
         yield f"  note: {note}"
     if report.dest:

@@ -16,13 +16,11 @@ from ..planfile import Plan, open_plan_db, record_manifest_keys, scratch_plan_pa
 from ..shard import Shard
 from ..store import ObjectStore
 from ..verify.manifests import ManifestSet, fetch_manifests, list_manifest_keys, manifest_notes
-from .select import glob_filter, in_scope, minimal_paths, under_path
+from .coverage import absent_from_s3
+from .select import glob_filter, minimal_paths, under_path
 from .stream import LIST_CONCURRENCY, Lister
 
 __all__ = ["LIST_CONCURRENCY", "Planned", "build_plan", "glob_filter", "minimal_paths", "plan_into", "under_path"]
-
-#: at most this many per-file notes about package files absent from S3
-_MAX_MISSING_NOTES = 20
 
 
 @dataclass
@@ -67,9 +65,6 @@ async def plan_into(
                     shard=shard)
     listed = await lister.run()
     out.notes += listed.notes
-    if restrict is not None and out.manifests is not None:
-        mine = shard.has_key if shard is not None else (lambda key: True)
-        out.notes += _absent_notes(table, selection, subjects, restrict, out.manifests, mine)
     return out
 
 
@@ -83,30 +78,16 @@ class _Discard:
         return None
 
 
-def _absent_notes(table: PlanTable, selection: Selection, subjects: Sequence[str], restrict: dict[str, set[str]],
-                  mset: ManifestSet, mine: Callable[[str], bool]) -> list[str]:
-    """A note for each package file (up to a limit) its manifest lists but S3 does not have."""
-    prefix = selection.release_prefix
-    absent: list[str] = []
-    for s in subjects:
-        planned = table.relpaths_of(s) | {k[len(prefix):] for k in table.rejected_keys_of(prefix + s + "/")}
-        absent += sorted(u for u in restrict.get(s, ())
-                         if u not in planned and in_scope(u, selection) and mine(prefix + u))
-    where = f"s3://{selection.bucket}/{prefix}"
-    notes = [f"{uri}: listed in manifest {mset.index.source_of(uri) or '?'} but not found under {where}"
-             for uri in absent[:_MAX_MISSING_NOTES]]
-    if len(absent) > _MAX_MISSING_NOTES:
-        notes.append(f"... and {len(absent) - _MAX_MISSING_NOTES} more package file(s) not found under {where}")
-    return notes
-
-
 async def build_plan(storage: ObjectStore, selection: Selection, *, concurrency: int = LIST_CONCURRENCY,
                      save: str | None = None, on_unit: Callable[[PlanTable, int], None] | None = None,
-                     restrict: dict[str, set[str]] | None = None, shard: Shard | None = None) -> Plan:
+                     restrict: dict[str, set[str]] | None = None, shard: Shard | None = None,
+                     coverage: bool = False) -> Plan:
     """List ``selection`` (``shard``'s part of it) into a new plan file (temporary, or ``save``)
-    and return its :class:`Plan`."""
+    and return its :class:`Plan`.  Its ``absent`` (the manifests' files S3 does not have) is known
+    when the manifests are: with ``--package``, ``save`` (their keys are listed for the saved
+    plan: they are fetched then) or ``coverage``; else None."""
     plan = await _build(storage, selection, concurrency, on_unit, restrict, with_manifests=save is not None,
-                        shard=shard)
+                        shard=shard, coverage=coverage)
     if save is not None:
         plan.save(save)
     return plan
@@ -115,21 +96,29 @@ async def build_plan(storage: ObjectStore, selection: Selection, *, concurrency:
 async def _build(storage: ObjectStore, selection: Selection, concurrency: int,
                  on_unit: Callable[[PlanTable, int], None] | None,
                  restrict: dict[str, set[str]] | None = None, with_manifests: bool = False,
-                 shard: Shard | None = None) -> Plan:
+                 shard: Shard | None = None, coverage: bool = False) -> Plan:
     path = scratch_plan_path()
     db = open_plan_db(path)
     try:
         table = PlanTable(db, 1)
         planned = await plan_into(storage, selection, table, concurrency=concurrency, restrict=restrict, shard=shard,
                                   on_unit=(lambda unit: on_unit(table, unit)) if on_unit is not None else None)
+        listed = None
         if with_manifests:  # a pull of the saved plan then verifies with no listing at all
-            record_manifest_keys(db, await list_manifest_keys(storage, selection))
-        write_meta(db, selection, 1, planned.notes, table.totals.files, table.totals.bytes)
+            listed = await list_manifest_keys(storage, selection)
+            record_manifest_keys(db, listed)
+        mset = planned.manifests
+        if mset is None and (listed is not None or coverage):
+            mset = await fetch_manifests(storage, selection.bucket, selection.release,
+                                         shard.subjects(selection.subjects) if shard else selection.subjects, listed=listed)
+            planned.notes += manifest_notes(mset)
+        absent = absent_from_s3(mset.manifests, selection, table, shard) if mset is not None else None
+        write_meta(db, selection, 1, planned.notes, table.totals.files, table.totals.bytes, absent)
     except BaseException:
         db.close()
         Plan(selection, path, 1, files=0, total_bytes=0, temporary=True).close()
         raise
     db.close()
     return Plan(selection, path, 1, planned.notes, files=table.totals.files, total_bytes=table.totals.bytes,
-                temporary=True)
+                temporary=True, absent=absent)
 

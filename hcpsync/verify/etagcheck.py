@@ -24,6 +24,8 @@ from .hashing import HASH_BLOCK, MIB, etag_md5, md5_file, multipart_etag, multip
 
 SSE_REASON = "the S3 ETag of an SSE-KMS/SSE-C object is not an MD5"
 
+EtagStatus = Literal["ok", "mismatched", "unverifiable", "unchecked"]
+
 
 @dataclass(frozen=True, slots=True)
 class EtagVerdict:
@@ -31,7 +33,7 @@ class EtagVerdict:
     nothing checkable); ``got``: what the file gave (its MD5, or its multipart ETag); ``detail``:
     one line saying what the file was checked against."""
 
-    status: Literal["ok", "mismatched", "unverifiable", "unchecked"]
+    status: EtagStatus
     got: str | None
     detail: str
 
@@ -109,8 +111,15 @@ async def etag_verdict(
     store: ObjectStore, bucket: str, key: str, path: Path, size: int, etag: str, stop: threading.Event | None = None
 ) -> EtagVerdict:
     """Check the file at ``path`` (``size`` bytes, the object's size) against the ETag of
-    ``s3://bucket/key``, hashing in a worker thread; see the module's docstring for the rule."""
-    first = await asyncio.to_thread(etag_first_pass, path, size, etag, stop)
+    ``s3://bucket/key``, hashing in a worker thread (cancelling stops it within a block); see the
+    module's docstring for the rule.  Raises :class:`~hcpsync.errors.HcpsyncError` when a request
+    it needs fails, ``OSError`` when the file cannot be read."""
+    stop = stop or threading.Event()
+    try:
+        first = await asyncio.to_thread(etag_first_pass, path, size, etag, stop)
+    except asyncio.CancelledError:
+        stop.set()
+        raise
     return await settle_etag(store, bucket, key, path, etag, first, stop)
 
 
