@@ -19,6 +19,11 @@ for ``hcpsync verify`` and what the local S3 origin (:mod:`benchmarks.origin`, n
 2. **Pull cost of verification**: the whole tree pulled from the nginx origin on loopback
    (no journal, default transfer settings) with ``verify=False`` and ``verify=True``,
    alternated, dest emptied and ``sync`` run between pulls; median of ``--repeat`` each.
+3. **``pull --checksum`` over a complete tree** (issue 15): a copy of the tree (hard links) as a
+   destination another tool made, pulled from the nginx origin with ``--checksum``: with
+   ``--no-journal`` every file is hashed each run (the hashing throughput of a pull, next to
+   section 1's); with a journal, the second run finds every MD5 in the checksum cache and hashes
+   nothing.  Each run must transfer nothing and find nothing different.
 """
 
 from __future__ import annotations
@@ -168,6 +173,44 @@ def bench_pull(root: Path, subjects: Sequence[str], nbytes: int, repeat: int, de
           f"(hcpsync process, all threads; load average {os.getloadavg()[0]:.1f})")
 
 
+def bench_checksum(root: Path, subjects: Sequence[str], hashed_bytes: int, listed: int, repeat: int,
+                   dest: Path) -> None:
+    """Section 3: ``hcpsync pull --checksum`` of a complete tree, a subprocess as a user runs it."""
+    from benchmarks.origin import Origin
+
+    shutil.rmtree(dest, ignore_errors=True)
+    subprocess.run(["cp", "-al", str(root / BUCKET / RELEASE), str(dest)], check=True)  # hard links: no copy
+    warm([p for p in dest.rglob("*") if p.is_file()])
+    runs: dict[str, list[tuple[float, float, dict[str, object]]]] = {"no journal": [], "journal, cached": []}
+    with Origin(root) as origin:
+        base = [sys.executable, "-m", "hcpsync", "pull", *(f"--subject={s}" for s in subjects), "--bucket", BUCKET,
+                "--release", RELEASE, "--dest", str(dest), "--endpoint-url", origin.url, "--no-sign-request",
+                "--checksum", "--json", "--no-progress"]
+        for _ in range(repeat):
+            runs["no journal"].append(_checked(timed([*base, "--no-journal"]), listed))
+        _checked(timed([*base, "--reset-journal"]), listed)  # fills the journal's checksum cache
+        for _ in range(repeat):
+            runs["journal, cached"].append(_checked(timed(base), 0))
+    shutil.rmtree(dest, ignore_errors=True)
+    mb, med = hashed_bytes / 1e6, statistics.median
+    print(f"\n== pull --checksum of a complete tree ({listed} manifest-listed files, {hashed_bytes / 1e9:.2f} GB), "
+          f"warm page cache, median of {repeat}")
+    for name, got in runs.items():
+        w, c = med(r[0] for r in got), med(r[1] for r in got)
+        rate = f"{mb / w:6.0f} MB/s  {mb / c:4.0f} MB per CPU-s" if name == "no journal" else "(nothing hashed)"
+        print(f"{name:<16} {w:6.2f} s wall  CPU {c:5.2f} s  {rate}   runs: {', '.join(f'{r[0]:.2f}' for r in got)}")
+
+
+def _checked(run: tuple[float, float, str], hashed: int) -> tuple[float, float, dict[str, object]]:
+    """A ``pull --checksum`` run that hashed ``hashed`` or more files, transferred and found nothing."""
+    wall, cpu, out = run
+    doc = json.loads(out)
+    summed = doc["checksum"]
+    assert doc["ok"] and doc["transferred"]["files"] == 0 and summed["differed"] == 0, (doc["transferred"], summed)
+    assert summed["hashed"] >= hashed and (hashed or summed["hashed"] == 0), summed
+    return wall, cpu, doc
+
+
 def _cpu(who: int) -> float:
     r = resource.getrusage(who)
     return r.ru_utime + r.ru_stime
@@ -179,6 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--scale", type=float, default=10.0, help="synth.py size scale (default 10)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median is printed (default 3)")
     ap.add_argument("--skip-pull", action="store_true", help="only the hashing benchmark")
+    ap.add_argument("--checksum", action="store_true", help="only sections 1 and 3 (pull --checksum)")
     ap.add_argument("--pull-dest", type=Path, default=WORK.parent / "verify-pull-dest",
                     help="where the pulls write (emptied before each; default benchmarks/work/verify-pull-dest)")
     args = ap.parse_args(argv)
@@ -189,7 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     listed = [f for f in files if not f.is_manifest and "/release-notes/" not in f.key]
     hashed = [WORK / BUCKET / f.key for f in listed]
     bench_hash(tree, hashed, sum(f.size for f in listed), args.repeat)
-    if not args.skip_pull:
+    if args.checksum:
+        bench_checksum(WORK, subjects, sum(f.size for f in listed), len(listed), args.repeat, args.pull_dest)
+    elif not args.skip_pull:
         bench_pull(WORK, subjects, sum(f.size for f in files), args.repeat, args.pull_dest)
     return 0
 

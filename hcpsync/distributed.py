@@ -62,9 +62,13 @@ except ImportError as exc:  # pragma: no cover - exercised through the CLI test,
 from .config import TransferConfig
 from .dest import prepare_dest, prepare_state_dir
 from .errors import DestinationError, HcpsyncError, JournalError, LockedError, UsageError
-from .models import Failure, PullReport, Selection
+from .models import PullReport, Selection
 from .planfile import Plan
-from .shard import SHARDS_DIR, Shard
+from .preflight import InsufficientSpaceError
+from .shard import Shard
+from .shardreport import ShardOutcome, merge
+
+__all__ = ["ShardOutcome", "ShardRun", "ShardTask", "dask_client", "merge", "parse_address", "pull_shards", "run_shard"]
 from .store.options import StorageOptions
 
 if TYPE_CHECKING:
@@ -98,18 +102,8 @@ class ShardTask:
     storage: StorageOptions
     journal: bool
     verify: bool
-
-
-@dataclass(frozen=True)
-class ShardOutcome:
-    """What a shard task returns: its report, or the error another try would not mend."""
-
-    shard: Shard
-    report: PullReport | None = None
-    error: str | None = None
-    worker: str = ""
-    #: the error is one another try would not mend (not retried), rather than retries spent
-    final: bool = False
+    checksum: bool = False
+    space_check: bool = True
 
 
 def run_shard(task: ShardTask) -> ShardOutcome:
@@ -123,7 +117,8 @@ def run_shard(task: ShardTask) -> ShardOutcome:
     try:
         source: Selection | Plan = Plan.load(task.source) if isinstance(task.source, str) else task.source
         report = api.pull_sync(source, task.dest, shard=task.shard, config=task.config, storage=task.storage,
-                               journal=task.journal, verify=task.verify)
+                               journal=task.journal, verify=task.verify, checksum=task.checksum,
+                               space_check=task.space_check)
     except HcpsyncError as err:
         if not _final(err):
             raise
@@ -135,7 +130,10 @@ def _final(err: HcpsyncError) -> bool:
     """Whether another try of the shard would fail the same way: a usage-class error (exit 2: a bad
     selection, no such bucket, access denied...), other than an unreachable endpoint, a lock still
     held (the previous try's process may be on its way out), or the destination's folder, state or
-    journal that could not be written or opened (a shared file system's hiccup)."""
+    journal that could not be written or opened (a shared file system's hiccup).  Too little space
+    at the destination is final: the next try would find the same."""
+    if isinstance(err, InsufficientSpaceError):
+        return True
     return err.exit_code == 2 and not err.retryable and not isinstance(err, LockedError | DestinationError | JournalError)
 
 
@@ -164,7 +162,8 @@ class ShardRun:
     def __init__(self, source: Selection | Plan | str | os.PathLike[str], dest: str | os.PathLike[str],
                  client: distributed.Client, *, shards: int | None = None, by: str = "subject", retries: int = 2,
                  config: TransferConfig | None = None, journal: bool = True, verify: bool = True,
-                 storage: StorageOptions | None = None, resources: Mapping[str, float] | None = None,
+                 checksum: bool = False, space_check: bool = True, storage: StorageOptions | None = None,
+                 resources: Mapping[str, float] | None = None,
                  on_shard: Callable[[ShardOutcome], None] | None = None) -> None:
         _check_options(retries, journal, shards)
         self.client = client
@@ -179,7 +178,7 @@ class ShardRun:
         Shard(0, self.count, by)  # checks N and by, in one line, before anything is submitted
         self.config = _task_config(config)
         self.storage = storage or StorageOptions()
-        self.journal, self.verify = journal, verify
+        self.journal, self.verify, self.checksum, self.space_check = journal, verify, checksum, space_check
         self.futures: list[distributed.Future[ShardOutcome]] = []
         self._stop = threading.Event()
         self._mutex = threading.Lock()
@@ -209,7 +208,7 @@ class ShardRun:
             self._t0 = time.monotonic()
             for k in range(self.count):
                 task = ShardTask(self.source, self.dest, Shard(k, self.count, self.by), self.config, self.storage,
-                                 self.journal, self.verify)
+                                 self.journal, self.verify, self.checksum, self.space_check)
                 self.futures.append(self.client.submit(run_shard, task, key=f"hcpsync-{task.shard.name}-{run}",
                                                        retries=self.retries, pure=False, **extra))
 
@@ -260,6 +259,8 @@ def pull_shards(
     config: TransferConfig | None = None,
     journal: bool = True,
     verify: bool = True,
+    checksum: bool = False,
+    space_check: bool = True,
     resources: Mapping[str, float] | None = None,
     on_shard: Callable[[ShardOutcome], None] | None = None,
     **access: Unpack[S3Access],
@@ -272,6 +273,8 @@ def pull_shards(
     unless it was loaded from a file).  ``shards``: default one per worker (by subject, at most one
     per subject).  ``by``: ``"subject"`` or ``"key"``.  ``retries``: Dask's, per shard task.
     ``config``: each shard's :class:`~hcpsync.config.TransferConfig` (``workers`` 1 unless set).
+    ``verify``, ``checksum``, ``space_check``: as :func:`hcpsync.api.pull`, for each shard (a shard's
+    space check counts its own part against the space free when it starts).
     ``resources``: what each task asks of its worker (default ``{"hcpsync": 1}`` when the workers
     declare that resource, else nothing).  ``on_shard(outcome)``: called as each shard finishes.
     S3 access: see :class:`hcpsync.api.S3Access` (credentials come from each worker's own chain).
@@ -283,7 +286,8 @@ def pull_shards(
     from .api import _storage_options
 
     run = ShardRun(source, dest, client, shards=shards, by=by, retries=retries, config=config, journal=journal,
-                   verify=verify, storage=_storage_options(access), resources=resources, on_shard=on_shard)
+                   verify=verify, checksum=checksum, space_check=space_check, storage=_storage_options(access),
+                   resources=resources, on_shard=on_shard)
     done = False
     try:
         run.submit()
@@ -293,37 +297,6 @@ def pull_shards(
     finally:
         if not done:
             run.cancel()
-
-
-# -- the merged report --------------------------------------------------------------------------
-
-
-def merge(outcomes: list[ShardOutcome], dest: str, elapsed: float) -> PullReport:
-    """One report of the shards': counts summed, every failure, each note prefixed with its shard;
-    a failed shard is one failure (key ``shard K/N``).  Raises UsageError when every shard failed
-    with the same error another try would not mend (a usage error: the same for all)."""
-    outcomes = sorted(outcomes, key=lambda o: o.shard.index)
-    reports = [o.report for o in outcomes if o.report is not None]
-    errors = [o for o in outcomes if o.report is None]
-    if outcomes and not reports and all(o.final for o in errors) and len({o.error for o in errors}) == 1:
-        raise UsageError(f"{errors[0].error} (every shard: {len(errors)} of {len(outcomes)})")
-    failed = [f for r in reports for f in r.failed]
-    failed += [Failure(f"shard {o.shard}", f"{o.error}; pull it again: the same command, or --shard {o.shard.index}/"
-                                           f"{o.shard.count}") for o in errors]
-    notes = [f"shard {o.shard}: {n}" for o in outcomes if o.report is not None for n in o.report.notes]
-    if errors:
-        notes.append(f"{len(errors)} of {len(outcomes)} shard(s) failed; the others are complete in their journals")
-    return PullReport(
-        planned_files=sum(r.planned_files for r in reports), planned_bytes=sum(r.planned_bytes for r in reports),
-        transferred_files=sum(r.transferred_files for r in reports),
-        transferred_bytes=sum(r.transferred_bytes for r in reports),
-        skipped_files=sum(r.skipped_files for r in reports), skipped_bytes=sum(r.skipped_bytes for r in reports),
-        failed=tuple(failed), elapsed=elapsed, retries=sum(r.retries for r in reports),
-        requests=sum(r.requests for r in reports), notes=tuple(notes),
-        verified_files=sum(r.verified_files for r in reports), unverified_files=sum(r.unverified_files for r in reports),
-        dest=reports[0].dest if reports else dest, journal=str(Path(dest) / ".hcpsync" / SHARDS_DIR),
-        workers=sum(max(r.workers, 1) for r in reports),
-    )
 
 
 # -- arguments ----------------------------------------------------------------------------------

@@ -175,7 +175,7 @@ async def test_sse_kms_object_is_kept_unverified_never_called_a_mismatch(
 
 
 def test_checksum_bad_combinations_are_one_line(tmp_path: Path) -> None:
-    for extra in (["--no-verify"], ["--dask", "local:1"]):
+    for extra in (["--no-verify"],):
         r = subprocess.run([sys.executable, "-m", "hcpsync", "pull", "--subject", SUBJECT, "--dest", str(tmp_path),
                             "--checksum", *extra], capture_output=True, text=True, env={**os.environ, **FAKE_ENV})
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -27,7 +27,7 @@ from test_journal import want_local as local
 
 from hcpsync import Selection, TransferConfig
 from hcpsync.errors import UsageError
-from hcpsync.models import Failure, PullReport
+from hcpsync.models import Absent, ChecksumCounts, Failure, PullReport
 from hcpsync.shard import Shard
 
 distributed = pytest.importorskip("distributed")
@@ -193,6 +193,41 @@ def test_merge_prefixes_notes_and_sums(tmp_path: Path) -> None:
     assert (merged.planned_files, merged.transferred_bytes, merged.requests, merged.retries) == (5, 50, 5, 2)
     assert merged.elapsed == 7.5 and merged.notes[:2] == ("shard 0/3: a", "shard 1/3: b")
     assert [f.key for f in merged.failed] == ["k", "k", "shard 2/3"]
+
+
+def test_merge_sums_checksum_counts_and_joins_absent_files(tmp_path: Path) -> None:
+    def rep(checksum: ChecksumCounts | None, absent: tuple[Absent, ...] | None) -> PullReport:
+        return PullReport(planned_files=1, planned_bytes=1, transferred_files=0, transferred_bytes=0, skipped_files=1,
+                          skipped_bytes=1, failed=(), elapsed=1.0, retries=0, requests=0, notes=(),
+                          checksum=checksum, absent=absent)
+
+    a, b = Absent("100206/T1w/a.nii", "100206", "3T_Structural_preproc"), Absent("100307/x", "100307", "p")
+    merged = merge([ShardOutcome(Shard(0, 3), rep(ChecksumCounts(2, 20, 1, 0), (b,))),
+                    ShardOutcome(Shard(1, 3), rep(ChecksumCounts(3, 30, 0, 1), (a, b))),
+                    ShardOutcome(Shard(2, 3), rep(None, None))], str(tmp_path), 1.0)
+    assert merged.checksum == ChecksumCounts(5, 50, 1, 1)
+    assert merged.absent == (a, b)
+    quiet = merge([ShardOutcome(Shard(0, 1), rep(None, None))], str(tmp_path), 1.0)
+    assert quiet.checksum is None and quiet.absent is None
+
+
+def test_checksum_on_dask_fetches_only_the_stale_file(client: distributed.Client, bucket: str, tmp_path: Path,
+                                                      proxy: FaultProxy) -> None:
+    """``checksum=True`` reaches every shard: a same-size stale file is found and fetched again,
+    nothing else; the merged report says what was hashed."""
+    tree = release(files_per_subject=2)
+    fast_put(bucket, tree)
+    dest = tmp_path / "d"
+    assert pull_shards(Selection(subjects=SUBJECTS, bucket=bucket), dest, client, endpoint_url=proxy.url).ok
+    stale = f"{SUBJECTS[2]}/T1w/f01.nii"
+    (dest / stale).write_bytes(det_bytes(len(tree["HCP_1200/" + stale]), "stale"))
+    proxy.reset_counts()
+    report = pull_shards(Selection(subjects=SUBJECTS, bucket=bucket), dest, client, endpoint_url=proxy.url,
+                         checksum=True)
+    assert report.ok, report.failed
+    assert [k for k in gets(proxy) if "/.xdlm/" not in k] == ["HCP_1200/" + stale]
+    assert report.checksum is not None and report.checksum.differed == 1 and report.checksum.hashed >= 1
+    assert tree_files(dest) == local(tree)
 
 
 def test_bad_arguments_are_one_line_before_any_task(client: distributed.Client, tmp_path: Path) -> None:

@@ -31,12 +31,12 @@ from .render import Result, render, retry_hint
 
 if TYPE_CHECKING:
     from ..config import TransferConfig
-    from ..distributed import ShardOutcome
     from ..engine.progress import TqdmBar
     from ..models import PullReport, Selection
     from ..planfile import Plan
     from ..repair import RepairReport
     from ..shard import Shard
+    from ..shardreport import ShardOutcome
     from ..store.options import StorageOptions
     from ..verify.tree import VerifyReport
 
@@ -149,14 +149,15 @@ async def pull_on_dask(args: argparse.Namespace, source: Selection | Plan, dest:
     stop = threading.Event()
     runs: list[hd.ShardRun] = []
 
-    def on_shard(outcome: hd.ShardOutcome) -> None:
+    def on_shard(outcome: ShardOutcome) -> None:
         if not getattr(args, "quiet", False):
             say(f"hcpsync: {shard_line(outcome)}", sys.stderr)
 
     def work() -> PullReport:
         with hd.dask_client(args.dask, stop) as client:
             run = hd.ShardRun(source, dest, client, shards=args.shards, by=args.shard_by, config=cfg, journal=journal,
-                              verify=not args.no_verify, storage=storage, on_shard=on_shard)
+                              verify=not args.no_verify, checksum=args.checksum, space_check=not args.no_space_check,
+                              storage=storage, on_shard=on_shard)
             runs.append(run)
             if stop.is_set():
                 raise hd.Stopped

@@ -129,12 +129,9 @@ def check_dask_args(args: argparse.Namespace) -> None:
 
 
 def check_checksum_args(args: argparse.Namespace) -> None:
-    """``--checksum`` checks files by checksum: not with ``--no-verify``, nor (yet) ``--dask``."""
-    if not args.checksum:
-        return
-    clash = [opt for opt, on in (("--no-verify", args.no_verify), ("--dask", args.dask is not None)) if on]
-    if clash:
-        raise UsageError(f"--checksum does not go with {' or '.join(clash)}: drop one")
+    """``--checksum`` checks files by checksum: not with ``--no-verify``."""
+    if args.checksum and args.no_verify:
+        raise UsageError("--checksum does not go with --no-verify: drop one")
 
 
 def plan_source(args: argparse.Namespace) -> Plan | None:
