@@ -128,3 +128,14 @@ def proxy(moto_url: str) -> Iterator[FaultProxy]:
 
     with FaultProxy(moto_url) as p:
         yield p
+
+
+async def hashing_threads_end(since: float, within: float = 2.0) -> None:
+    """Wait until no ``hcpsync-md5`` thread is left; fail if one outlives ``since + within`` seconds."""
+    import asyncio
+    import threading
+    import time
+
+    while any(t.name.startswith("hcpsync-md5") for t in threading.enumerate()):
+        assert time.monotonic() - since < within, "hashing threads still running"
+        await asyncio.sleep(0.01)

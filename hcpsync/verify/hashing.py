@@ -12,7 +12,7 @@ import hashlib
 import os
 import re
 import threading
-from typing import Literal
+from collections.abc import Iterator
 
 #: read size for hashing: large enough that syscalls and GIL hand-offs are noise
 HASH_BLOCK = 1024 * 1024
@@ -31,6 +31,14 @@ def md5_file(path: str | os.PathLike[str], block: int = HASH_BLOCK, stop: thread
     so a cancelled run does not wait for a large file to be hashed to the end.
     """
     h = hashlib.md5(usedforsecurity=False)
+    for data in _blocks(path, block, stop):
+        h.update(data)
+    return h.hexdigest()
+
+
+def _blocks(path: str | os.PathLike[str], block: int, stop: threading.Event | None) -> Iterator[memoryview]:
+    """The file at ``path`` in ``block``-sized pieces, read into one reused buffer (each piece is
+    valid until the next); raises :class:`HashStopped` soon after ``stop`` is set."""
     buf = bytearray(block)
     view = memoryview(buf)
     with open(path, "rb", buffering=0) as f:
@@ -39,9 +47,8 @@ def md5_file(path: str | os.PathLike[str], block: int = HASH_BLOCK, stop: thread
                 raise HashStopped(str(path))
             n = f.readinto(buf)
             if not n:
-                break
-            h.update(view[:n])
-    return h.hexdigest()
+                return
+            yield view[:n]
 
 
 def is_md5(text: str | None) -> bool:
@@ -104,17 +111,9 @@ def multipart_etags_file(
     """``part size -> "<md5 of part md5s>-<parts>"`` of the file at ``path`` for each of
     ``part_sizes``, reading it once (raises ``OSError``, or :class:`HashStopped` once ``stop`` is set)."""
     cuts = {ps: _PartHasher(ps) for ps in part_sizes}
-    buf = bytearray(block)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        while True:
-            if stop is not None and stop.is_set():
-                raise HashStopped(str(path))
-            n = f.readinto(buf)
-            if not n:
-                break
-            for hasher in cuts.values():
-                hasher.update(view[:n])
+    for data in _blocks(path, block, stop):
+        for hasher in cuts.values():
+            hasher.update(data)
     return {ps: hasher.etag() for ps, hasher in cuts.items()}
 
 
@@ -141,35 +140,3 @@ class _PartHasher:
     def etag(self) -> str:
         digests = self.digests + ([self.current.digest()] if self.filled or not self.digests else [])
         return f"{hashlib.md5(b''.join(digests), usedforsecurity=False).hexdigest()}-{len(digests)}"
-
-
-ETagVerdict = Literal["match", "mismatch"]
-
-
-def check_file_etag(
-    path: str | os.PathLike[str], size: int, etag: str | None, stop: threading.Event | None = None
-) -> tuple[ETagVerdict, str] | None:
-    """Check the file at ``path`` (of ``size`` bytes) against an S3 ETag alone: ``(verdict, what the
-    file gave)``, or None when the ETag says nothing checkable (not an MD5, not ``<md5>-N``, or
-    no part size of :func:`part_size_candidates` cuts ``size`` into N parts).
-
-    A plain ETag is compared with the file's MD5; a multipart one with the file's multipart ETag
-    for each candidate part size (a match for any is a match).  A mismatch may still be an
-    SSE-KMS/SSE-C object, whose ETag is no checksum: the caller asks a HEAD before calling it so.
-    """
-    single = etag_md5(etag)
-    if single is not None:
-        got = md5_file(path, HASH_BLOCK, stop)
-        return ("match" if got == single else "mismatch"), got
-    multi = multipart_etag(etag)
-    if multi is None:
-        return None
-    want = f"{multi[0]}-{multi[1]}"
-    sizes = part_size_candidates(size, multi[1])
-    if not sizes:
-        return None
-    found = multipart_etags_file(path, sizes, HASH_BLOCK, stop)
-    for got in found.values():
-        if got == want:
-            return "match", got
-    return "mismatch", found[sizes[0]]
