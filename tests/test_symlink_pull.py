@@ -126,3 +126,26 @@ def test_a_link_that_is_not_the_object_is_refused_untouched(bucket: str, tmp_pat
     assert snapshot(dest) == before
     if how == "outside":
         assert (tmp_path / "elsewhere.nii").read_bytes() == files[bad]
+
+
+def test_checksum_reads_through_links_and_refuses_a_stale_one(bucket: str, tmp_path: Path, proxy: FaultProxy,
+                                                              read_only_cleanup: None) -> None:
+    """``--checksum`` hashes annexed content through the links (read only): the good ones are
+    verified, a same-size stale one is refused, untouched (the size rule alone would keep it)."""
+    tree = objects()
+    fast_put(bucket, tree)
+    dest = tmp_path / "d"
+    files = local(tree)
+    bad = f"{SUBJECT}/T1w/t2.nii"
+    annex(dest, {**files, bad: files[bad][:-1] + bytes([files[bad][-1] ^ 1])})
+    before = snapshot(dest)
+    code, report, err = pull(proxy.url, bucket, dest)
+    assert code == 0 and report["skipped"]["files"] == len(tree), err  # type: ignore[index]
+    code, report, err = pull(proxy.url, bucket, dest, "--checksum")
+    assert code == 1, err
+    [failed] = report["failed"]  # type: ignore[misc]
+    assert failed["key"] == f"HCP_1200/{bad}" and "checksum mismatch" in failed["reason"]
+    assert "datalad get" in failed["reason"]
+    assert report["checksum"]["differed"] == 1 and report["checksum"]["hashed"] == len(tree)  # type: ignore[index]
+    assert gets(proxy) == []
+    assert snapshot(dest) == before

@@ -16,15 +16,15 @@ different, kept for the run (a later round must not skip them).
 from __future__ import annotations
 
 import asyncio
-import os
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..engine.events import Gate, SkipVerdict
-from ..errors import HcpsyncError
+from ..errors import HcpsyncError, UnsafePathError
 from ..models import ChecksumCounts, PlannedObject
+from ..paths import DestGuard
 from .checker import PullVerifier
 from .etagcheck import EtagStatus, EtagVerdict, etag_verdict
 from .hashing import multipart_etag
@@ -50,6 +50,7 @@ class ChecksumPass:
 
     def __init__(self, verifier: PullVerifier, root: Path, gate: Gate | None = None, workers: int | None = None) -> None:
         self.verifier, self.root, self.gate = verifier, root, gate
+        self.guard = DestGuard(root)
         self.pool = HashPool(workers)
         self.counts = ChecksumCounts()
         self._slots = asyncio.Semaphore(self.pool.workers)  # files hashed at once, MD5s and ETags alike
@@ -77,18 +78,19 @@ class ChecksumPass:
         await asyncio.gather(*(self._check(p) for p in present))
 
     def _present(self, obj: PlannedObject) -> _Present | None:
-        """``obj``'s file when the pool would otherwise skip it: a regular file of the planned size
-        (never through a symlink), not marked for refetch."""
+        """``obj``'s file when the pool would otherwise skip it: a regular file of the planned size,
+        not marked for refetch.  A symlink (a DataLad tree) counts when it leads to such a file inside
+        DEST: its target is hashed, read only (the pool refuses a link found different)."""
         path = self.root / obj.relpath
         try:
-            st = os.lstat(path)
-        except OSError:
-            return None
-        if not stat.S_ISREG(st.st_mode) or st.st_size != obj.size:
+            at = self.guard.at_final(path)
+        except (OSError, UnsafePathError):
+            return None  # the pool refuses it, with the reason
+        if at is None or not stat.S_ISREG(at.st.st_mode) or at.st.st_size != obj.size:
             return None
         if self.gate is not None and self.gate.must_refetch(obj):
             return None
-        return _Present(obj, path, st.st_mtime_ns)
+        return _Present(obj, path, at.st.st_mtime_ns)
 
     async def _check(self, p: _Present) -> None:
         obj, v = p.obj, self.verifier
