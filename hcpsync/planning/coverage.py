@@ -24,9 +24,9 @@ def absent_from_s3(manifests: Iterable[Manifest], selection: Selection, table: P
     listing it, in path order.  The plan is read one subject at a time."""
     prefix = selection.release_prefix
     subjects = set(shard.subjects(selection.subjects) if shard is not None else selection.subjects)
-    held: dict[str, set[str]] = {}
+    held: tuple[str, set[str]] = ("", set())  # one subject's plan at a time: memory bounded by a subject
     out: dict[str, Absent] = {}
-    for m in manifests:
+    for m in sorted(manifests, key=lambda m: m.subject):
         if selection.packages and m.package not in selection.packages:
             continue
         for e in m.entries:
@@ -35,9 +35,9 @@ def absent_from_s3(manifests: Iterable[Manifest], selection: Selection, table: P
                 continue
             if shard is not None and not shard.has_key(prefix + e.uri):
                 continue
-            if subject not in held:
-                held[subject] = _held(table, prefix, subject)
-            if e.uri not in held[subject]:
+            if held[0] != subject:
+                held = (subject, _held(table, prefix, subject))
+            if e.uri not in held[1]:
                 out[e.uri] = Absent(e.uri, subject, m.package)
     return tuple(sorted(out.values(), key=lambda a: a.path))
 
