@@ -57,12 +57,15 @@ class SpaceCheck:
         self.bytes = 0
         self.files = 0
 
-    def add(self, objects: Iterable[PlannedObject]) -> None:
-        """Count what ``objects`` still need; raise when the total no longer fits."""
+    def add(self, objects: Iterable[PlannedObject], replaced: Iterable[PlannedObject] = ()) -> None:
+        """Count what ``objects`` still need, and the whole of each complete file to be ``replaced``
+        (found different by ``--checksum``: its new copy is written beside it); raise when the total
+        no longer fits."""
         for obj in objects:
             need, new = self._needs(obj)
             self.bytes += need
             self.files += new
+        self.bytes += sum(self._blocks(o.size) for o in replaced)
         self._check()
 
     def _needs(self, obj: PlannedObject) -> tuple[int, int]:
@@ -75,12 +78,15 @@ class SpaceCheck:
             return 0, 0  # refused when the pool reaches it, nothing written
         if at is not None and stat.S_ISREG(at.st.st_mode) and at.st.st_size == obj.size:
             return 0, 0
-        need = -(-obj.size // self.free.block) * self.free.block
+        need = self._blocks(obj.size)
         try:
             need -= min(need, os.lstat(temp_path_for(final)).st_blocks * 512)
         except OSError:
             pass
         return need, 0 if at is not None else 1
+
+    def _blocks(self, size: int) -> int:
+        return -(-size // self.free.block) * self.free.block
 
     def _check(self) -> None:
         free = self.free

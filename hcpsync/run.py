@@ -266,12 +266,13 @@ class _Run:
         self.fresh.planned = True
         self.progress.grow(self.table.totals.files, self.table.totals.bytes)
 
-    def _preflight(self, objects: Iterable[PlannedObject]) -> None:
-        """The space check of ``objects`` (a saved plan whole, or a batch just listed); failing it
-        before any byte has moved undoes what this pull created."""
+    def _preflight(self, objects: Iterable[PlannedObject], replaced: Sequence[PlannedObject] = ()) -> None:
+        """The space check of ``objects`` (a saved plan whole, or a batch just listed) and of the
+        complete files ``--checksum`` found different (``replaced``); failing it before any byte
+        has moved undoes what this pull created."""
         assert self.space is not None
         try:
-            self.space.add(objects)
+            self.space.add(objects, replaced)
         except InsufficientSpaceError:
             if not self._fetching:
                 self.fresh.planned = False
@@ -280,11 +281,12 @@ class _Run:
     async def _batch(self, batch: Sequence[PlannedObject]) -> None:
         """A batch of the plan goes to the pool: a plan still listed is space-checked unit by unit;
         with ``--checksum``, the files of the batch already present are checked."""
-        if self.space is not None and not isinstance(self.source, Plan):
-            self._preflight(batch)
-        self._fetching = True
         if self.checks is not None:
             await self.checks.batch(batch)
+        if self.space is not None:
+            listed = not isinstance(self.source, Plan)  # a saved plan was checked whole, before
+            self._preflight(batch if listed else (), self.checks.bad_in(batch) if self.checks is not None else ())
+        self._fetching = True
 
     async def _fetch(self) -> Rounds:
         listeners: list[Listener] = [x for x in (self.gate, self.verifier, self.opts.listener) if x is not None]

@@ -211,3 +211,15 @@ def test_space_check_message_of_a_listing_says_so_far(tmp_path: Path) -> None:
     with pytest.raises(InsufficientSpaceError, match=r"listed so far needs 8\.0 KiB more"):
         check.add([obj("a/y.nii", 1)])
     assert InsufficientSpaceError.exit_code == 2
+
+
+def test_a_file_checksum_found_different_needs_room_for_its_new_copy(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "stale.nii").write_bytes(b"x" * 5000)
+    check = SpaceCheck(tmp_path, Free(bytes=8192, inodes=10, block=4096))
+    check.add([obj("a/stale.nii", 5000)])  # complete in size: nothing more
+    assert (check.bytes, check.files) == (0, 0)
+    check.add([], replaced=[obj("a/stale.nii", 5000)])  # written beside the old one, then renamed over it
+    assert (check.bytes, check.files) == (8192, 0)
+    with pytest.raises(InsufficientSpaceError):
+        check.add([], replaced=[obj("a/other.nii", 1)])

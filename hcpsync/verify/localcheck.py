@@ -70,6 +70,10 @@ class ChecksumPass:
             return found[2]
         return "bad" if self._bad.get(relpath) == (size, mtime_ns) else None
 
+    def bad_in(self, objects: Sequence[PlannedObject]) -> list[PlannedObject]:
+        """Those of ``objects`` (the batch just checked) whose file was found different."""
+        return [o for o in objects if (found := self._verdicts.get(o.relpath)) is not None and found[2] == "bad"]
+
     async def batch(self, objects: Sequence[PlannedObject]) -> None:
         """Check the files of ``objects`` already present (the manifests loaded first)."""
         self._verdicts = {}
