@@ -293,9 +293,9 @@ async def repair(
     async def again() -> VerifyReport:
         return await check(sel, dest, full=full, jobs=jobs, config=cfg, progress=progress, storage=storage)
 
-    async def fetch(objects: Sequence[PlannedObject]) -> PullReport:
-        return await pull(Plan.build(sel, objects), dest, config=cfg, progress=pull_progress, storage=storage,
-                          checksum=True)
+    async def fetch(objects: Sequence[PlannedObject]) -> PullReport:  # added to the journal's plan, not replacing it
+        opts = PullOptions(config=cfg, storage=storage, progress=pull_progress, checksum=True, amend=True)
+        return await run_pull(Plan.build(sel, objects), dest, opts)
 
     async with S3Storage(storage, cfg) as s3:
         return await run_repair(again, s3, sel, fetch, cfg)

@@ -72,6 +72,8 @@ class PullOptions:
     space_check: bool = True
     #: check files already present by checksum, not size alone (see :mod:`hcpsync.verify.localcheck`)
     checksum: bool = False
+    #: add to the journal's last plan instead of replacing it (``verify --repair``: a few of its files)
+    amend: bool = False
 
 
 @dataclass
@@ -123,13 +125,17 @@ async def _run_pull(source: Selection | Plan, root: Path, opts: PullOptions, fre
     async with PullSession(root, state / "lock", opts.journal, opts.reset_journal, shard_dir) as session:
         jnl = session.journal
         claim_source(root, selection, jnl.recorded_source() if jnl is not None else None)
-        async with S3Storage(opts.storage, cfg) as s3, _plan_table(session, selection) as table:
+        async with S3Storage(opts.storage, cfg) as s3, _plan_table(session, selection, opts.amend) as table:
             if jnl is not None:
                 notes += await check_partials(jnl, root)
             run = _Run(s3, source, table, root, cfg, opts, fresh, jnl)
             session.start_sync_points(opts.sync_interval)
             try:
-                rounds, planned = await run.go()
+                try:
+                    rounds, planned = await run.go()
+                finally:
+                    if opts.amend and jnl is not None:
+                        jnl.fold_last_plan()
                 absent = await run.coverage(planned) if rounds.result.fatal is None else None
             finally:
                 await session.stop_sync_points()
@@ -164,11 +170,11 @@ def _shard_dir(state: Path, shard: Shard) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def _plan_table(session: PullSession, selection: Selection) -> AsyncIterator[PlanTable]:
-    """The table this run's plan is listed into: the journal's, or (``journal=False``) a scratch
-    file's, removed at the end."""
+async def _plan_table(session: PullSession, selection: Selection, amend: bool) -> AsyncIterator[PlanTable]:
+    """The table this run's plan is listed into: the journal's (``amend``: adding to its last
+    plan), or (``journal=False``) a scratch file's, removed at the end."""
     if session.journal is not None:
-        yield session.journal.begin_run(selection)
+        yield session.journal.begin_run(selection, amend=amend)
         return
     path = scratch_plan_path()
     db = open_plan_db(path)

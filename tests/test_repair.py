@@ -71,6 +71,12 @@ def test_repair_fixes_a_flipped_byte_and_a_lost_file(bucket: str, tmp_path: Path
     assert doc["repair"]["unrepaired"] == []
     assert tree_files(dest) == want(files) | {k: v for k, v in tree_files(dest).items() if "/.xdlm/" in k}
     assert set(gets(proxy)) == {f"{REL}/{p}" for p in repaired}  # those three only (T1 in ranges)
+    # the journal's plan is still the whole subject, all complete (the repair added to it)
+    done = subprocess.run([sys.executable, "-m", "hcpsync", "status", "--dest", str(dest), "--json"],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, **FAKE_ENV})
+    status = json.loads(done.stdout)
+    assert status["files"]["total"] == status["files"]["complete"] == len(files), status
+    assert not any("no longer selected" in n for n in doc["notes"])
 
 
 def test_repair_of_a_tree_another_tool_made(bucket: str, tmp_path: Path, proxy: FaultProxy) -> None:

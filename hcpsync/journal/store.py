@@ -48,6 +48,7 @@ class Journal:
         self.path = path
         self._db = db
         self._gen = 0
+        self._amends: int | None = None  # the generation an amending run adds to
         self._seq = 0
         self._pending_files: list[tuple[Any, ...]] = []
         self._pending_md5: list[tuple[str, int, str, int]] = []
@@ -109,20 +110,37 @@ class Journal:
 
     # -- runs and plans ----------------------------------------------------------------------
 
-    def begin_run(self, selection: Selection) -> PlanTable:
+    def begin_run(self, selection: Selection, *, amend: bool = False) -> PlanTable:
         """Start a run of ``selection``: its plan is a new generation of the ``objects`` rows,
-        written by the listing through the :class:`PlanTable` returned (see :mod:`.plan`)."""
+        written by the listing through the :class:`PlanTable` returned (see :mod:`.plan`).
+
+        ``amend``: a run that adds to the last plan rather than replacing it (``verify --repair``
+        fetching a few of its files): the recorded selection is kept, and :meth:`fold_last_plan`
+        gives the last plan's other rows to this run's generation."""
         db = self._db
         last = db.execute("SELECT max(coalesce((SELECT max(gen) FROM objects), 0), "
                           "coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE name='gen'), 0))").fetchone()[0]
         gen = int(last) + 1
         with self._tx():
             db.execute("INSERT OR REPLACE INTO meta VALUES ('gen', ?)", (str(gen),))
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('selection', ?)", (json.dumps(selection.to_json()),))
+            if not amend:
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('selection', ?)", (json.dumps(selection.to_json()),))
             cur = db.execute("INSERT INTO runs (started, pid) VALUES (?, ?)", (time.time(), os.getpid()))
             self._run_id = cur.lastrowid
         self._gen = gen
+        self._amends = int(last) if amend else None
         return PlanTable(db, gen)
+
+    def fold_last_plan(self) -> None:
+        """After an amending run (:meth:`begin_run`): the last plan's rows this run did not plan
+        become this run's, so the plan stays whole (``status``, the next run's notes)."""
+        if self._amends is None:
+            return
+        self.flush()
+        with self._tx():
+            for table in ("objects", "folders", "rejected"):
+                self._db.execute(f"UPDATE {table} SET gen=? WHERE gen=?", (self._gen, self._amends))
+        self._amends = None
 
     def plan_notes(self, table: PlanTable) -> list[str]:
         """Once the listing is complete: notes on objects changed on the server since the last
