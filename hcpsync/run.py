@@ -299,9 +299,12 @@ class _Run:
         async with _workers(self.cfg, self.s3, self.selection.bucket) as remote:
             pool = PoolFactory(self.s3, self.selection.bucket, self.root, self.cfg, self.progress, self.gate,
                                 self.verifier, listeners, remote)
-            rounds = await run_rounds(pool, _Scheduled(self.feed, self.cfg, self._batch), self.cfg.retries)
+            batches = _Scheduled(self.feed, self.cfg, self._batch)
+            rounds = await run_rounds(pool, batches, self.cfg.retries)
             if remote is not None:
                 self.remote_requests, self.workers, self.remote_notes = remote.requests, len(remote.used), remote.notes
+        if batches.stopped is not None:  # the files started before it are complete: stop now
+            raise batches.stopped
         return rounds
 
 
@@ -332,19 +335,25 @@ class _Relpaths:
 
 class _Scheduled:
     """The plan's batches as the pool takes them: in each, ranged objects first, largest first;
-    each seen by ``before`` first (the space check, then ``--checksum``'s check of the files already
-    present), which may raise to stop the pull."""
+    each seen by ``before`` first (``--checksum``'s check of the files already present, then the
+    space check), which may raise to stop the pull.  Too little space ends the batches instead
+    (``stopped``): what the pool has started completes, then the pull stops with it."""
 
     def __init__(self, feed: PlanFeed, cfg: TransferConfig,
                  before: Callable[[Sequence[PlannedObject]], Awaitable[None]]) -> None:
         self.feed, self.cfg, self.before = feed, cfg, before
+        self.stopped: InsufficientSpaceError | None = None
 
     def __aiter__(self) -> _Scheduled:
         return self
 
     async def __anext__(self) -> Sequence[PlannedObject]:
         batch = await anext(self.feed)
-        await self.before(batch)
+        try:
+            await self.before(batch)
+        except InsufficientSpaceError as err:
+            self.stopped = err
+            raise StopAsyncIteration from err
         return schedule(batch, self.cfg)
 
 
