@@ -200,7 +200,9 @@ class _Run:
         self.progress = Progress(opts.progress)
         self._manifests: asyncio.Future[ManifestSet | None] = asyncio.get_running_loop().create_future()
         self.verifier = self._verifier(cache) if opts.verify else None
-        self.space = SpaceCheck(root, Free.at(root), live=not isinstance(source, Plan)) if opts.space_check else None
+        self.space = SpaceCheck(root, Free.at(root), live=not isinstance(source, Plan),
+                                complete=self.gate.recorded_complete if self.gate is not None else None,
+                                ) if opts.space_check else None
         self._fetching = False  # a batch went to the pool
         self.checks = ChecksumPass(self.verifier, root, self.gate) if self.verifier and opts.checksum else None
         if self.verifier is not None and self.checks is not None:
@@ -223,8 +225,9 @@ class _Run:
         """Plan and fetch; the listing's error (an unknown subject) stops the fetching too, and a
         stop of the fetching (a full disk) the listing."""
         if self.space is not None and isinstance(self.source, Plan):
-            keep = shard_filter(self.source, self.opts.shard)
-            self._preflight(o for o in self.source.iter_objects() if keep is None or keep(o))
+            for page in self.source.pages(shard_filter(self.source, self.opts.shard)):
+                self._preflight(page)  # the whole saved plan, before its first byte,
+                await asyncio.sleep(0)  # a page at a time: Ctrl-C is heard
         producer = asyncio.ensure_future(self._produce())
         try:
             rounds = await self._fetch()

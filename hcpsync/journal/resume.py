@@ -49,6 +49,10 @@ class JournalGate:
         state = self._states.get(key)
         return state if state is not None else self.journal.state_of(key)
 
+    def recorded_complete(self, obj: PlannedObject) -> bool:
+        """Whether the rows of the batch being read say ``obj`` is complete (no query)."""
+        return self._states.get(obj.key) == COMPLETE
+
     def must_refetch(self, obj: PlannedObject) -> bool:
         """A file of the planned size at its final path is trusted (complete, or of unknown
         history) unless it is marked for refetch: changed on the server, not durable, found bad."""
