@@ -115,7 +115,9 @@ def test_plan_reports_coverage_when_it_has_the_manifests(moto_url: str, bucket: 
     assert r.returncode == 0 and f"ABSENT {C} ({STRUCT})" in r.stdout and D not in r.stdout, r.stdout
 
     saved = tmp_path / "cohort.plan"
-    r = hcpsync(moto_url, "plan", *sel, "--save", str(saved))
+    assert hcpsync(moto_url, "plan", *sel, "--save", str(saved)).returncode == 0
+    assert Plan.load(saved).absent is None  # --save alone fetches no manifest: it lists their keys only
+    r = hcpsync(moto_url, "plan", *sel, "--save", str(saved), "--coverage")
     assert r.returncode == 0 and "absent              2 files" in r.stdout, r.stdout
     assert Plan.load(saved).absent == (Absent(D, "100307", DIFF), Absent(C, "100307", STRUCT))
     r = hcpsync(moto_url, "pull", "--plan", str(saved), "--dest", str(tmp_path / "d"), "--dryrun", "--json")

@@ -84,8 +84,8 @@ async def build_plan(storage: ObjectStore, selection: Selection, *, concurrency:
                      coverage: bool = False) -> Plan:
     """List ``selection`` (``shard``'s part of it) into a new plan file (temporary, or ``save``)
     and return its :class:`Plan`.  Its ``absent`` (the manifests' files S3 does not have) is known
-    when the manifests are: with ``--package``, ``save`` (their keys are listed for the saved
-    plan: they are fetched then) or ``coverage``; else None."""
+    when the manifests are: with ``--package`` or ``coverage``; else None (``save`` lists the
+    manifests' keys for the saved plan, and fetches none)."""
     plan = await _build(storage, selection, concurrency, on_unit, restrict, with_manifests=save is not None,
                         shard=shard, coverage=coverage)
     if save is not None:
@@ -108,7 +108,7 @@ async def _build(storage: ObjectStore, selection: Selection, concurrency: int,
             listed = await list_manifest_keys(storage, selection)
             record_manifest_keys(db, listed)
         mset = planned.manifests
-        if mset is None and (listed is not None or coverage):
+        if mset is None and coverage:  # all the subjects' manifests: only when asked (--coverage)
             mset = await fetch_manifests(storage, selection.bucket, selection.release,
                                          shard.subjects(selection.subjects) if shard else selection.subjects, listed=listed)
             planned.notes += manifest_notes(mset)
