@@ -239,9 +239,9 @@ class Absent:
 
 
 def coverage_counts(absent: Iterable[Absent]) -> dict[str, dict[str, int]]:
-    """subject -> package -> how many of its files are absent from S3."""
+    """subject -> package -> how many of its files are absent from S3 (both sorted by name)."""
     out: dict[str, dict[str, int]] = {}
-    for a in absent:
+    for a in sorted(absent, key=lambda a: (a.subject, a.package)):
         per = out.setdefault(a.subject, {})
         per[a.package] = per.get(a.package, 0) + 1
     return out

@@ -93,7 +93,8 @@ def test_files_absent_from_s3_are_reported_per_subject_and_package(moto_url: str
     text = verify(moto_url, bucket, dest)
     assert text.returncode == 0
     lines = text.stdout.splitlines()
-    at = lines.index(f"listed in a manifest, absent from S3: {len(ABSENT)} file(s)")
+    at = lines.index(f"listed in a manifest, absent from S3: {len(ABSENT)} file(s) "
+                     "(1 of them on disk, checked against the manifest)")
     assert lines[at + 1:at + 4] == [f"  {A}  3T_Structural_preproc: 2 file(s)", f"  {A}  3T_rfMRI_REST1_preproc: 2 file(s)",
                                     f"  {B}  3T_Structural_preproc: 1 file(s)"]
     assert f"  ABSENT_FROM_S3 {A}/T1w/gone.nii.gz" in lines

@@ -163,7 +163,9 @@ def _coverage(report: VerifyReport) -> Iterator[str]:
     absent = report.absent_from_s3
     if not absent:
         return
-    yield f"listed in a manifest, absent from S3: {len(absent)} file(s)"
+    on_disk = len(absent) - report.counts["absent_from_s3"]
+    yield (f"listed in a manifest, absent from S3: {len(absent)} file(s)"
+           + (f" ({on_disk} of them on disk, checked against the manifest)" if on_disk else ""))
     for subject, packages in report.coverage.items():
         for package, n in packages.items():
             yield f"  {subject}  {package or '(no package)'}: {n} file(s)"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ..models import Absent, coverage_counts
+
 Status = Literal["ok", "mismatched", "missing", "refused", "absent_from_s3", "unlisted", "unverifiable"]
 STATUSES: tuple[Status, ...] = ("ok", "mismatched", "missing", "refused", "absent_from_s3", "unlisted", "unverifiable")
 #: the statuses that make a verify fail (exit 1)
@@ -37,18 +39,6 @@ class FileCheck:
         return doc
 
 
-@dataclass(frozen=True, slots=True)
-class AbsentFile:
-    """A file a manifest lists (in ``package`` of ``subject``) that S3 does not hold."""
-
-    path: str
-    subject: str
-    package: str
-
-    def to_json(self) -> dict[str, object]:
-        return {"path": self.path, "subject": self.subject, "package": self.package}
-
-
 @dataclass(frozen=True)
 class VerifyReport:
     """What ``verify`` found.  ``ok`` is True when nothing is mismatched, missing or refused
@@ -67,7 +57,7 @@ class VerifyReport:
     cached_files: int
     jobs: int
     elapsed: float
-    absent_from_s3: tuple[AbsentFile, ...] = ()
+    absent_from_s3: tuple[Absent, ...] = ()
 
     @property
     def counts(self) -> dict[str, int]:
@@ -91,12 +81,8 @@ class VerifyReport:
 
     @property
     def coverage(self) -> dict[str, dict[str, int]]:
-        """subject -> package -> files its manifest lists that S3 does not hold (sorted by name)."""
-        out: dict[str, dict[str, int]] = {}
-        for a in sorted(self.absent_from_s3, key=lambda a: (a.subject, a.package)):
-            per = out.setdefault(a.subject, {})
-            per[a.package] = per.get(a.package, 0) + 1
-        return out
+        """subject -> package -> files its manifest lists that S3 does not hold."""
+        return coverage_counts(self.absent_from_s3)
 
     @property
     def rate(self) -> float:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..config import TransferConfig
 from ..errors import UsageError
-from ..models import Selection
+from ..models import Absent, Selection
 from ..planning.select import in_scope  # the pure filters only (the module, not the package: no import cycle)
 from ..store.s3 import S3Storage, StorageOptions
 from .cache import NullVerifiedCache, VerifiedCache
@@ -27,7 +27,7 @@ from .hashpool import VerifyProgress, hash_all
 from .links import TreeLinks
 from .manifest import MANIFEST_DIR, ManifestEntry
 from .manifests import ManifestSet, fetch_manifests, load_local_manifests, s3_manifest_folders
-from .report import STATUSES, AbsentFile, FileCheck, Status, VerifyReport
+from .report import STATUSES, FileCheck, Status, VerifyReport
 from .s3view import S3View, list_selection
 from .unlisted import classify_unlisted, settle
 from .walk import check_dest, discover_subjects
@@ -166,7 +166,7 @@ def _expected_files(mset: ManifestSet, selection: Selection) -> tuple[dict[str, 
     return expected, notes
 
 
-def _absent_files(mset: ManifestSet, absent: set[str], selection: Selection) -> tuple[AbsentFile, ...]:
+def _absent_files(mset: ManifestSet, absent: set[str], selection: Selection) -> tuple[Absent, ...]:
     """The coverage: each file S3 lacks, with its subject and the package whose manifest lists
     it (a selected package first, when ``--package`` chose some)."""
     if not absent:
@@ -177,4 +177,4 @@ def _absent_files(mset: ManifestSet, absent: set[str], selection: Selection) -> 
         for e in m.entries:
             if e.uri in absent and (e.uri not in package or (m.package in prefer and package[e.uri] not in prefer)):
                 package[e.uri] = m.package
-    return tuple(AbsentFile(u, u.partition("/")[0], package.get(u, "")) for u in sorted(absent))
+    return tuple(Absent(u, u.partition("/")[0], package.get(u, "")) for u in sorted(absent))
