@@ -28,6 +28,7 @@ from test_wrong_bytes import put_multipart
 from hcpsync import Selection, TransferConfig
 from hcpsync.api import pull
 from hcpsync.config import MiB
+from hcpsync.errors import CredentialsError, ThrottledError
 from hcpsync.models import PlannedObject
 from hcpsync.verify import MemoryVerifiedCache, PullVerifier
 from hcpsync.verify.etagcheck import EtagVerdict, etag_verdict
@@ -271,3 +272,27 @@ async def test_cancelling_the_checksum_pass_stops_its_hashing_threads(tmp_path: 
         with pytest.raises(asyncio.CancelledError):
             await task
     await hashing_threads_end(t0)
+
+
+async def test_etag_verdict_when_s3_cannot_be_asked(tmp_path: Path) -> None:
+    """A HEAD that fails (throttled past the retries, denied) leaves the file unverifiable, not
+    mismatched; bad credentials or an unreachable endpoint stop the run instead."""
+    store = FakeStore()
+    store.put("plain", b"served")
+    path = tmp_path / "f"
+    path.write_bytes(b"stale!")
+    store.fail("plain", ThrottledError("s3://b/plain: SlowDown"))
+    found = await _verdict(store, "plain", path)
+    assert found.status == "unverifiable" and "could not ask S3" in found.detail and found.got == md5(b"stale!")
+    store.fail("plain", CredentialsError("no AWS credentials found"))
+    with pytest.raises(CredentialsError):
+        await _verdict(store, "plain", path)
+
+
+async def test_an_sse_object_s_file_counts_as_hashed(tmp_path: Path) -> None:
+    store = FakeStore()
+    store.put("kms", b"served", etag=md5(b"other"), encrypted=True)
+    path = tmp_path / "f"
+    path.write_bytes(b"served")
+    found = await _verdict(store, "kms", path)
+    assert found.status == "unverifiable" and found.got == md5(b"served")  # it was hashed: the ETag cannot tell

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ..errors import CredentialsError, EndpointError, HcpsyncError
 from ..store import ObjectStore
 from .hashing import HASH_BLOCK, MIB, etag_md5, md5_file, multipart_etag, multipart_etags_file, part_size_candidates
 
@@ -85,14 +86,28 @@ async def settle_etag(
     stop: threading.Event | None = None,
 ) -> EtagVerdict:
     """The verdict after :func:`etag_first_pass`: a match is ``ok``; anything else asks S3 first
-    (HEAD: SSE -> ``unverifiable``; a multipart ETag -> the real part size, recomputed)."""
+    (HEAD: SSE -> ``unverifiable``; a multipart ETag -> the real part size, recomputed).  A request
+    that fails makes the file ``unverifiable`` (what S3 would have said is unknown), but for bad
+    credentials or an unreachable endpoint, which are raised: they stop the run."""
     multi = multipart_etag(etag)
     if first is not None and first.matched:
         return EtagVerdict("ok", first.got, _what(multi, first.part_size))
     if first is None and multi is None:
         return _unchecked(etag)
+    try:
+        return await _ask_s3(store, bucket, key, path, etag, first, stop)
+    except (EndpointError, CredentialsError):
+        raise
+    except HcpsyncError as err:
+        return EtagVerdict("unverifiable", first.got if first is not None else None, f"could not ask S3 about it: {err}")
+
+
+async def _ask_s3(store: ObjectStore, bucket: str, key: str, path: Path, etag: str, first: FirstPass | None,
+                  stop: threading.Event | None) -> EtagVerdict:
+    """A failed (or impossible) first pass: what the object's HEADs say (see :func:`settle_etag`)."""
+    multi = multipart_etag(etag)
     if (await store.head(bucket, key)).encrypted:
-        return EtagVerdict("unverifiable", None, SSE_REASON)
+        return EtagVerdict("unverifiable", first.got if first is not None else None, SSE_REASON)
     if multi is None:  # a plain MD5: hashed, so there is a first pass
         return _mismatch(etag, first.got, None) if first is not None else _unchecked(etag)
     real = await store.part_size(bucket, key)

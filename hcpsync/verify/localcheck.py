@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..engine.events import Gate, SkipVerdict
-from ..errors import HcpsyncError, UnsafePathError
+from ..errors import UnsafePathError
 from ..models import ChecksumCounts, PlannedObject
 from ..paths import DestGuard
 from .checker import PullVerifier
@@ -134,15 +134,15 @@ class ChecksumPass:
             async with self._slots:
                 found = await etag_verdict(self.verifier.store, self.verifier.bucket, obj.key, p.path, obj.size,
                                            obj.etag, self.pool.stop) if self.verifier.store is not None else None
-        except (OSError, HcpsyncError):
-            found = EtagVerdict("mismatched", None, "")  # unreadable, or no HEAD: fetched again
+        except OSError:
+            found = EtagVerdict("mismatched", None, "")  # unreadable: fetched again
         self._etag_result(p, found)
 
     def _etag_result(self, p: _Present, found: EtagVerdict | None) -> None:
         if found is None or found.status == "unchecked":
             self._set(p, "unverified")
             return
-        if found.got is not None:
+        if found.got is not None:  # hashed (an SSE object's file too: it is the ETag that cannot tell)
             self._hashed(p.obj.size)
         if found.status == "ok" and multipart_etag(found.got) is None and found.got is not None:
             self.verifier.cache.put(p.obj.relpath, p.obj.size, p.mtime_ns, found.got)

@@ -16,7 +16,6 @@ from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import CredentialsError, EndpointError, HcpsyncError
 from ..models import Selection
 from ..planning.select import in_scope  # the pure filters only (the module, not the package: no import cycle)
 from ..store import ObjectStore
@@ -131,10 +130,6 @@ async def _verdict(
 ) -> EtagVerdict:
     try:
         return await settle_etag(store, selection.bucket, selection.release_prefix + rel, p.path, p.etag, first, stop)
-    except (EndpointError, CredentialsError):
-        raise
-    except HcpsyncError as err:
-        return EtagVerdict("unverifiable", None, f"could not ask S3 about it: {err}")
     except OSError as exc:
         return EtagVerdict("mismatched", None, f"cannot read it: {exc.strerror or exc}")
 
