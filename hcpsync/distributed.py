@@ -122,7 +122,7 @@ def run_shard(task: ShardTask) -> ShardOutcome:
     except HcpsyncError as err:
         if not _final(err):
             raise
-        return ShardOutcome(task.shard, error=str(err), worker=worker, final=True)
+        return ShardOutcome(task.shard, error=str(err), worker=worker, final=True, kind=type(err).__name__)
     return ShardOutcome(task.shard, report=report, worker=worker)
 
 

@@ -22,17 +22,21 @@ class ShardOutcome:
     worker: str = ""
     #: the error is one another try would not mend (not retried), rather than retries spent
     final: bool = False
+    #: the class of that error (``SelectionError``, ``InsufficientSpaceError``...)
+    kind: str = ""
 
 
 def merge(outcomes: list[ShardOutcome], dest: str, elapsed: float) -> PullReport:
     """One report of the shards': counts summed, every failure, each note prefixed with its shard;
     a failed shard is one failure (key ``shard K/N``).  Raises UsageError when every shard failed
-    with the same error another try would not mend (a usage error: the same for all)."""
+    with an error another try would not mend, all of one kind (a usage error, or too little space
+    for each: exit 2)."""
     outcomes = sorted(outcomes, key=lambda o: o.shard.index)
     reports = [o.report for o in outcomes if o.report is not None]
     errors = [o for o in outcomes if o.report is None]
-    if outcomes and not reports and all(o.final for o in errors) and len({o.error for o in errors}) == 1:
-        raise UsageError(f"{errors[0].error} (every shard: {len(errors)} of {len(outcomes)})")
+    if outcomes and not reports and all(o.final for o in errors) and len({o.kind for o in errors}) == 1:
+        where = "" if len({o.error for o in errors}) == 1 else f"shard {errors[0].shard}: "
+        raise UsageError(f"{where}{errors[0].error} (every shard: {len(errors)} of {len(outcomes)})")
     failed = [f for r in reports for f in r.failed]
     failed += [Failure(f"shard {o.shard}", f"{o.error}; pull it again: the same command, or --shard {o.shard.index}/"
                                            f"{o.shard.count}") for o in errors]

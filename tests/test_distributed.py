@@ -211,6 +211,16 @@ def test_merge_sums_checksum_counts_and_joins_absent_files(tmp_path: Path) -> No
     assert quiet.checksum is None and quiet.absent is None
 
 
+def test_every_shard_refused_for_space_is_a_usage_error(tmp_path: Path) -> None:
+    """Each shard's message names its own bytes: all of one kind still makes exit 2, not 1."""
+    refused = [ShardOutcome(Shard(k, 2), error=f"not enough space at /d: the plan needs {k + 1}.0 GiB more",
+                            final=True, kind="InsufficientSpaceError") for k in range(2)]
+    with pytest.raises(UsageError, match=r"shard 0/2: not enough space .* \(every shard: 2 of 2\)"):
+        merge(refused, str(tmp_path), 1.0)
+    mixed = [refused[0], ShardOutcome(Shard(1, 2), error="no such subject 1", final=True, kind="SelectionError")]
+    assert len(merge(mixed, str(tmp_path), 1.0).failed) == 2  # two kinds: failures of the report (exit 1)
+
+
 def test_checksum_on_dask_fetches_only_the_stale_file(client: distributed.Client, bucket: str, tmp_path: Path,
                                                       proxy: FaultProxy) -> None:
     """``checksum=True`` reaches every shard: a same-size stale file is found and fetched again,
