@@ -97,6 +97,12 @@ def test_checksum_fetches_exactly_what_differs_and_a_plain_pull_keeps_the_stale_
     # the stale file alone was hashed (the others' MD5s are cached in the journal); it differed
     assert doc["checksum"] == {"hashed": 1, "bytes": len(stale), "differed": 1, "unverifiable": 0}
     assert doc["transferred"]["files"] == 3 and doc["verified"] == 8  # 7 data files + the manifest object
+    checked = subprocess.run([sys.executable, "-m", "hcpsync", "verify", "--dest", str(dest), "--subject", SUBJECT,
+                              "--bucket", bucket, "--endpoint-url", moto_url, "--json", "--no-progress"],
+                             capture_output=True, text=True, env={**os.environ, **FAKE_ENV}, timeout=120)
+    report = json.loads(checked.stdout)
+    assert checked.returncode == 0 and report["ok"], checked.stdout + checked.stderr  # verify: all ok
+    assert report["counts"]["mismatched"] == report["counts"]["missing"] == 0 and report["counts"]["ok"] == len(files)
 
     # right after: every file is known by its cached MD5; nothing hashed, nothing fetched
     before = sum(proxy.counts.values())
