@@ -34,7 +34,7 @@ from .items import Items
 from .md5stream import StreamMd5
 from .procs import WorkerSet
 from .progress import Progress
-from .rolling import RollingMd5
+from .rolling import RollingMd5, outside
 from .tempfile import SmallTemp, TempFile, local_error, resumable
 
 #: the workers give the event loop a turn after this many objects that needed no request
@@ -198,7 +198,7 @@ class TransferPool:
             raise
         if self.checker.wants_md5(obj):
             job.rolling = RollingMd5(temp.fileno(), obj.size)
-            for start, end in _gaps(todo, obj.size):  # resumed ranges, already in the temp file
+            for start, end in outside(todo, obj.size):  # resumed ranges, already in the temp file
                 job.rolling.landed(start, end)
         self._open[obj.key] = job
         self._temps[fold_name(str(temp_path))] = obj.key
@@ -392,15 +392,3 @@ def _why_not(obj: PlannedObject, size: int, complete: bool) -> str:
 
 def _spec(obj: PlannedObject, part: Part) -> PartSpec:
     return PartSpec(obj.key, obj.etag or None, obj.size, part.start, part.end, part.ranged)
-
-
-def _gaps(todo: list[Part], size: int) -> list[tuple[int, int]]:
-    """The ranges of ``[0, size)`` outside the parts still to fetch: those already in the file."""
-    out, at = [], 0
-    for part in sorted(todo, key=lambda p: p.start):
-        if part.start > at:
-            out.append((at, part.start))
-        at = max(at, part.end)
-    if at < size:
-        out.append((at, size))
-    return out

@@ -14,6 +14,9 @@ import contextlib
 import hashlib
 import os
 import threading
+from collections.abc import Sequence
+
+from ..models import Part
 
 #: bytes read back per ``preadv``, into one reused buffer per file being hashed (memory: this times
 #: the ranged files in flight, beside concurrency x chunk size)
@@ -92,3 +95,16 @@ class RollingMd5:
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def outside(todo: Sequence[Part], size: int) -> list[tuple[int, int]]:
+    """The ranges of ``[0, size)`` outside the parts still to fetch: those a resumed file already
+    holds (:meth:`RollingMd5.landed` of each, before the first new byte)."""
+    out, at = [], 0
+    for part in sorted(todo, key=lambda p: p.start):
+        if part.start > at:
+            out.append((at, part.start))
+        at = max(at, part.end)
+    if at < size:
+        out.append((at, size))
+    return out
