@@ -132,7 +132,7 @@ def _add_plan(sub: Any) -> None:
     p.add_argument("--save", metavar="FILE", help="write the plan to FILE (SQLite) for 'pull --plan FILE': no listing again")
     p.add_argument("--coverage", action="store_true",
                    help="fetch the subjects' .xdlm manifests (one GET each) and report the files they list that S3 "
-                        "does not have (done anyway with --package or --save)")
+                        "does not have (done anyway with --package; a plan saved with it keeps it)")
     p.add_argument("--list-concurrency", type=int, default=None, metavar="N", help=_LIST_HELP)
 
 
