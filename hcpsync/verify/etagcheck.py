@@ -53,18 +53,28 @@ def parts_text(parts: int, part_size: int) -> str:
     return f"{parts} part{'s' if parts != 1 else ''} of {part_size / MIB:g} MiB"
 
 
-def etag_first_pass(path: Path, size: int, etag: str, stop: threading.Event | None = None) -> FirstPass | None:
-    """Blocking: hash ``path`` for ``etag`` (plain MD5, or multipart for each candidate part size);
-    None when that ETag gives nothing to compare (neither shape, or no candidate part size)."""
+def _targets(size: int, etag: str) -> tuple[str, list[int]] | None:
+    """What a first pass compares the file with: ``(the ETag's value, the part sizes to cut it
+    at)`` (no part sizes: a plain MD5), or None when the ETag gives nothing to compare (neither
+    shape, or no candidate part size)."""
     single = etag_md5(etag)
     if single is not None:
-        got = md5_file(path, HASH_BLOCK, stop)
-        return FirstPass(got == single, got)
+        return single, []
     multi = multipart_etag(etag)
     sizes = part_size_candidates(size, multi[1]) if multi is not None else []
-    if multi is None or not sizes:
+    return (f"{multi[0]}-{multi[1]}", sizes) if multi is not None and sizes else None
+
+
+def etag_first_pass(path: Path, size: int, etag: str, stop: threading.Event | None = None) -> FirstPass | None:
+    """Blocking: hash ``path`` for ``etag`` (plain MD5, or multipart for each candidate part size);
+    None when that ETag gives nothing to compare (see :func:`etag_checkable`)."""
+    targets = _targets(size, etag)
+    if targets is None:
         return None
-    want = f"{multi[0]}-{multi[1]}"
+    want, sizes = targets
+    if not sizes:
+        got = md5_file(path, HASH_BLOCK, stop)
+        return FirstPass(got == want, got)
     found = multipart_etags_file(path, sizes, HASH_BLOCK, stop)
     for ps, got in found.items():
         if got == want:
@@ -75,10 +85,7 @@ def etag_first_pass(path: Path, size: int, etag: str, stop: threading.Event | No
 def etag_checkable(size: int, etag: str) -> bool:
     """Whether :func:`etag_first_pass` has something to hash for ``etag`` (a plain MD5, or a
     multipart ETag some candidate part size reproduces)."""
-    if etag_md5(etag) is not None:
-        return True
-    multi = multipart_etag(etag)
-    return multi is not None and bool(part_size_candidates(size, multi[1]))
+    return _targets(size, etag) is not None
 
 
 async def settle_etag(
