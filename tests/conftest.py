@@ -130,6 +130,21 @@ def proxy(moto_url: str) -> Iterator[FaultProxy]:
         yield p
 
 
+async def cancel_mid_hash(work: Any) -> float:
+    """Run the coroutine ``work`` (hashing a large file) for 0.3 s and cancel it; the time it was
+    cancelled (for :func:`hashing_threads_end`, once whatever owns the threads is closed)."""
+    import asyncio
+    import time
+
+    task = asyncio.ensure_future(work)
+    await asyncio.sleep(0.3)
+    t0 = time.monotonic()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    return t0
+
+
 async def hashing_threads_end(since: float, within: float = 2.0) -> None:
     """Wait until no ``hcpsync-md5`` thread is left; fail if one outlives ``since + within`` seconds."""
     import asyncio
